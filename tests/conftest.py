@@ -1,0 +1,50 @@
+"""Shared fixtures: the tiny architecture every model test builds on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tiedharness.model import ModelConfig, Transformer, Vocab
+from tiedharness.sharing import STRATEGIES, SharingConfig, build_model
+
+VOCAB = 50
+TINY = dict(d_model=32, n_heads=4, d_ff=64, enc_layers=2, dec_layers=2, dropout=0.0, max_len=64)
+LM_STRATEGIES = [name for name, s in STRATEGIES.items() if not s.needs_encoder]
+
+
+def tiny_cfg(**overrides) -> ModelConfig:
+    return ModelConfig(**{**TINY, **overrides})
+
+
+def tiny_model(
+    *strategies: str,
+    arch: str = "encdec",
+    seed: int = 0,
+    vocab: Vocab | None = None,
+    model: dict | None = None,
+    **sharing_options,
+) -> Transformer:
+    """A tiny model with `strategies` applied; `model` overrides architecture options."""
+    torch.manual_seed(seed)
+    cfg = tiny_cfg(arch=arch, **(model or {}))
+    sharing = SharingConfig.of(*strategies, **sharing_options)
+    return build_model(cfg, vocab or Vocab.shared(VOCAB), sharing)
+
+
+def batch(b: int = 3, s: int = 7, t: int = 6, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random source and target ids that avoid the special ids 0–3."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(4, VOCAB, (b, s), generator=g), torch.randint(
+        4, VOCAB, (b, t), generator=g
+    )
+
+
+def run(model: Transformer, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """Logits of either architecture: an LM reads the target alone."""
+    return model(src, tgt) if model.arch == "encdec" else model(tgt)
+
+
+@pytest.fixture(params=list(STRATEGIES))
+def strategy_name(request) -> str:
+    return request.param

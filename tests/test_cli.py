@@ -1,0 +1,85 @@
+"""tiedharness-params as a user runs it: the installed entry point, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiedharness.sharing import STRATEGIES
+
+
+def params_cli(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("tiedharness-params", path=str(Path(sys.executable).parent))
+    assert exe, "tiedharness-params is not installed next to this Python"
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
+
+
+BASE = ["model=base", "model.positions=sinusoidal", "model.norm=post"]
+
+
+def test_acceptance_vaswani_base_three_way_json():
+    out = params_cli(*BASE[:1], "sharing=three_way", *BASE[1:], "vocab_size=37000", "format=json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["sharing"] == "three_way"
+    assert report["total"] == 63082496
+    assert report["untied_total"] == 44_138_496 + 3 * 37000 * 512
+    assert sum(report["by_component"].values()) == report["total"]
+
+
+def test_every_strategy_in_one_json_list():
+    out = params_cli(*BASE, "vocab_size=32768", "format=json")
+    assert out.returncode == 0, out.stderr
+    rows = {row["sharing"]: row for row in json.loads(out.stdout)}
+    assert list(rows) == list(STRATEGIES)
+    assert rows["three_way"]["total"] == 60915712
+    assert rows["none"]["total"] == rows["none"]["untied_total"] == 44_138_496 + 3 * 32768 * 512
+    # sinusoidal positions leave nothing to tie: the row says why instead of a number
+    assert "set model.positions=learned" in rows["positional"]["error"]
+    assert "total" not in rows["positional"]
+
+
+def test_table_lists_every_strategy():
+    out = params_cli("model=tiny", "vocab_size=1000")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("arch=encdec d_model=32 layers=2+2")
+    names = [line.split()[0] for line in lines[3:] if line.strip()]
+    assert names == list(STRATEGIES)
+    none_row = lines[3].split()
+    assert none_row[1] == f"{3 * 1000 * 32 + 2 * 64 * 32 + 2 * 2 * 32 + 2 * 8544 + 2 * 12832:,}"
+
+
+def test_separate_vocabularies_refuse_encdec_vocab_with_the_fix():
+    out = params_cli("sharing=encdec_vocab", "src_vocab_size=9000", "tgt_vocab_size=7000")
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert "needs a joint source-target vocabulary" in out.stderr
+    assert "set task.vocab=joint" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sharing=qkv", "sharing.strategies=[tied_everything]"], "known: all, cross_layer"),
+        (["sharing=three_way", "model.arch=lm"], "decoder-only LM with no encoder"),
+        (["sharing=cross_layer", "sharing.cross_layer.unique=5"], "does not fit a stack of 3"),
+        (["format=xml"], "format=xml is not one of table, json"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(args, message):
+    out = params_cli(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
+def test_unknown_group_option_lists_the_choices():
+    out = params_cli("sharing=tied_everything")
+    assert out.returncode != 0
+    assert "Could not find 'sharing/tied_everything'" in out.stderr
+    assert "three_way" in out.stderr

@@ -1,0 +1,63 @@
+"""The config tree: every option of every group composes and builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tiedharness.cli import CONF_DIR, sharing_options, vocab_from_cfg
+from tiedharness.model import ModelConfig
+from tiedharness.params import param_report
+from tiedharness.sharing import STRATEGIES, SharingConfig
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def test_every_strategy_has_one_yaml_and_every_yaml_one_strategy():
+    assert options("sharing") == sorted(STRATEGIES)
+    for name, sharing in sharing_options().items():
+        assert sharing.strategies == ([] if name == "none" else [name])
+
+
+@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("sharing", options("sharing"))
+def test_every_model_and_sharing_option_composes_and_builds(model, sharing):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("params", overrides=[f"model={model}", f"sharing={sharing}"])
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    report = param_report(
+        ModelConfig.from_dict(plain["model"]),
+        vocab_from_cfg(cfg),
+        SharingConfig.from_dict(plain["sharing"]),
+    )
+    assert 0 < report.total <= report.untied_total
+    assert (report.total < report.untied_total) == (sharing != "none")
+
+
+def test_presets_have_the_documented_dimensions():
+    def load(name: str) -> ModelConfig:
+        return ModelConfig.from_dict(
+            OmegaConf.to_container(OmegaConf.load(f"{CONF_DIR}/model/{name}.yaml"))
+        )
+
+    base, big = load("base"), load("big")
+    assert (base.d_model, base.d_ff, base.n_heads, base.enc_layers, base.dec_layers) == (
+        512,
+        2048,
+        8,
+        6,
+        6,
+    )
+    assert (big.d_model, big.d_ff, big.n_heads, big.enc_layers, big.dec_layers) == (
+        1024,
+        4096,
+        16,
+        6,
+        6,
+    )
+    assert load("small").positions == "learned"  # so every strategy of the grid applies

@@ -1,0 +1,152 @@
+"""The model computes what a Transformer should: causal, padding-blind, cache-exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import LM_STRATEGIES, VOCAB, batch, run, tiny_cfg, tiny_model
+
+from tiedharness.decoding import greedy_continue, greedy_translate
+from tiedharness.model import PAD_ID, ModelConfig, SinusoidalPositions
+
+VARIANTS = [
+    {},
+    {"norm": "post"},
+    {"positions": "sinusoidal"},
+    {"bias": False, "activation": "gelu", "embed_scale": False},
+]
+
+
+@pytest.mark.parametrize("model_options", VARIANTS)
+@pytest.mark.parametrize("arch", ["encdec", "lm"])
+def test_future_target_tokens_leave_earlier_logits_unchanged(model_options, arch):
+    model = tiny_model(arch=arch, model=model_options).double().eval()
+    src, tgt = batch()
+    changed = tgt.clone()
+    changed[:, 3:] = torch.randint(4, VOCAB, changed[:, 3:].shape)
+    assert not torch.equal(changed, tgt)
+    before, after = run(model, src, tgt), run(model, src, changed)
+    torch.testing.assert_close(after[:, :3], before[:, :3], rtol=0, atol=1e-12)
+    assert not torch.allclose(after[:, 3:], before[:, 3:])
+
+
+@pytest.mark.parametrize("strategy", ["qk", "all"])
+def test_causality_holds_under_attention_sharing(strategy):
+    model = tiny_model(strategy, qk_mask_self=strategy == "qk").double().eval()
+    src, tgt = batch()
+    changed = tgt.clone()
+    changed[:, 4:] = 5
+    torch.testing.assert_close(
+        model(src, changed)[:, :4], model(src, tgt)[:, :4], rtol=0, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("model_options", VARIANTS)
+def test_padding_leaves_non_pad_outputs_unchanged(model_options):
+    # every tie that the architecture allows (positional needs learned positions)
+    strategy = "qkv" if model_options.get("positions") == "sinusoidal" else "all"
+    model = tiny_model(strategy, model=model_options).double().eval()
+    src, tgt = batch(b=2, s=5, t=4)
+    pad_src = torch.cat([src, torch.full((2, 3), PAD_ID)], dim=1)  # (2, 8)
+    pad_tgt = torch.cat([tgt, torch.full((2, 2), PAD_ID)], dim=1)  # (2, 6)
+    memory, _ = model.encode(src)
+    padded_memory, _ = model.encode(pad_src)
+    torch.testing.assert_close(padded_memory[:, :5], memory, rtol=0, atol=1e-12)
+    torch.testing.assert_close(model(pad_src, pad_tgt)[:, :4], model(src, tgt), rtol=0, atol=1e-12)
+
+
+def test_padding_differs_per_row():
+    """One row padded, one not: each row equals its unpadded self."""
+    model = tiny_model().double().eval()
+    src, tgt = batch(b=2, s=6, t=4)
+    short = src[1:, :3]
+    mixed = src.clone()
+    mixed[1, 3:] = PAD_ID
+    logits = model(mixed, tgt)
+    torch.testing.assert_close(logits[1:], model(short, tgt[1:]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(logits[:1], model(src[:1], tgt[:1]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["none", "qkv", "kv", "qk", "cross_layer", "all", "three_way"])
+def test_cached_decoding_gives_the_same_tokens(strategy):
+    model = tiny_model(strategy).double()
+    src, _ = batch(b=4)
+    cached = greedy_translate(model, src, max_len=20, use_cache=True)
+    uncached = greedy_translate(model, src, max_len=20, use_cache=False)
+    assert cached.shape[1] >= 1
+    assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("strategy", LM_STRATEGIES)
+def test_cached_lm_continuation_gives_the_same_tokens(strategy):
+    model = tiny_model(strategy, arch="lm").double()
+    _, prefix = batch(b=3, t=5)
+    cached = greedy_continue(model, prefix, max_new=15, use_cache=True)
+    assert torch.equal(cached, greedy_continue(model, prefix, max_new=15, use_cache=False))
+
+
+@pytest.mark.parametrize("strategy", ["none", "qkv", "cross_layer"])
+def test_cached_step_logits_equal_full_forward(strategy):
+    """Stronger than equal argmax: every incremental step reproduces the full logits."""
+    model = tiny_model(strategy).double().eval()
+    src, tgt = batch()
+    full = model(src, tgt)
+    memory, src_pad = model.encode(src)
+    cache = model.new_cache()
+    steps = [
+        model.decode(tgt[:, t : t + 1], memory, src_pad, cache=cache, offset=t)
+        for t in range(tgt.shape[1])
+    ]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-12)
+
+
+def test_decoding_stops_rows_at_eos_and_pads_after():
+    model = tiny_model().eval()
+    with torch.no_grad():  # make EOS (id 2) the argmax: final hidden ≈ 1, EOS row = 100
+        model.decoder.norm.bias.fill_(1.0)
+        model.output.weight[2] = 100.0
+    src, _ = batch(b=2)
+    out = greedy_translate(model, src, max_len=10)
+    assert out.tolist() == [[2], [2]]
+
+
+def test_sequence_longer_than_max_len_is_a_clear_error():
+    model = tiny_model()
+    src = torch.randint(4, VOCAB, (1, 65))
+    with pytest.raises(ValueError, match=r"exceeds model\.max_len=64"):
+        model.encode(src)
+
+
+def test_sinusoidal_table_matches_the_paper_formula():
+    table = SinusoidalPositions(10, 8).table
+    pos, i = 7, 2  # dimension 2i = 4 is sin, 2i+1 = 5 is cos
+    angle = pos / 10000 ** (2 * i / 8)
+    assert table[pos, 2 * i].item() == pytest.approx(
+        torch.sin(torch.tensor(angle)).item(), abs=1e-6
+    )
+    assert table[pos, 2 * i + 1].item() == pytest.approx(
+        torch.cos(torch.tensor(angle)).item(), abs=1e-6
+    )
+
+
+def test_post_ln_has_no_final_norm_and_pre_ln_has_one():
+    assert tiny_model(model={"norm": "post"}).decoder.norm is None
+    assert tiny_model().decoder.norm is not None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"norm": "sandwich"}, "model.norm='sandwich' is not one of pre, post"),
+        ({"d_model": 30}, "not divisible by model.n_heads=4"),
+        ({"arch": "decoder"}, "model.arch='decoder' is not one of encdec, lm"),
+    ],
+)
+def test_bad_model_options_are_named(override, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_cfg(**override)
+
+
+def test_unknown_model_option_is_named():
+    with pytest.raises(ValueError, match=r"unknown model option\(s\) \['layers'\]"):
+        ModelConfig.from_dict({"layers": 6})

@@ -1,0 +1,96 @@
+"""Entry points: the only code that sees the whole Hydra config.
+
+Each app turns its config into plain objects (ModelConfig, Vocab, SharingConfig) and
+hands them to library code, so everything below the CLI is usable without Hydra.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from tiedharness.model import ModelConfig, Vocab
+from tiedharness.params import ParamReport, format_table, param_report
+from tiedharness.sharing import STRATEGIES, SharingConfig
+
+
+def _conf_dir() -> str:
+    """The config tree: inside the package in a wheel, ./conf in a source checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if candidate.is_dir():
+            return str(candidate)
+    raise FileNotFoundError(f"no conf/ directory next to {package}: reinstall tiedharness")
+
+
+CONF_DIR = _conf_dir()
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def vocab_from_cfg(cfg: DictConfig) -> Vocab:
+    """`vocab_size=N` is one joint vocabulary; `src_vocab_size`/`tgt_vocab_size` are separate."""
+    src, tgt = cfg.get("src_vocab_size"), cfg.get("tgt_vocab_size")
+    if src is None and tgt is None:
+        return Vocab.shared(cfg.vocab_size)
+    return Vocab.separate(src or cfg.vocab_size, tgt or cfg.vocab_size)
+
+
+def sharing_options() -> dict[str, SharingConfig]:
+    """Every `conf/sharing/*.yaml`, in the registry's order."""
+    folder = Path(CONF_DIR) / "sharing"
+    return {
+        name: SharingConfig.from_dict(_plain(OmegaConf.load(folder / f"{name}.yaml")))
+        for name in STRATEGIES
+        if (folder / f"{name}.yaml").exists()
+    }
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="params")
+def params_main(cfg: DictConfig) -> None:
+    """tiedharness-params: unique / untied parameter totals per strategy and component."""
+    if cfg.format not in ("table", "json"):
+        _fail(f"format={cfg.format} is not one of table, json")
+    try:
+        model_cfg = ModelConfig.from_dict(_plain(cfg.model))
+        vocab = vocab_from_cfg(cfg)
+        if cfg.get("sharing") is not None:  # one strategy, chosen with sharing=NAME
+            report = param_report(model_cfg, vocab, SharingConfig.from_dict(_plain(cfg.sharing)))
+            _print_reports([report], model_cfg, vocab, cfg.format, single=True)
+            return
+        reports: list[ParamReport | tuple[str, str]] = []
+        for name, sharing in sharing_options().items():
+            try:
+                reports.append(param_report(model_cfg, vocab, sharing))
+            except ValueError as err:  # this strategy does not apply to this model
+                reports.append((name, str(err)))
+        _print_reports(reports, model_cfg, vocab, cfg.format, single=False)
+    except ValueError as err:
+        _fail(str(err))
+
+
+def _print_reports(reports: list, model_cfg: ModelConfig, vocab: Vocab, fmt: str, single: bool):
+    if fmt == "table":
+        print(format_table(reports, model_cfg, vocab))
+        return
+    rows = [
+        r.to_dict() if isinstance(r, ParamReport) else {"sharing": r[0], "error": r[1]}
+        for r in reports
+    ]
+    print(json.dumps(rows[0] if single else rows, indent=2))
+
+
+if __name__ == "__main__":
+    params_main()

@@ -1,0 +1,419 @@
+"""The Transformer: an encoder–decoder and a decoder-only LM built from the same blocks.
+
+Read top to bottom: config → masks → attention → feed-forward → layer → stack → models.
+The model is built untied; `tiedharness.sharing` then makes ties by pointing several
+attributes at one `nn.Parameter` or one module. Nothing here knows strategy names: the
+only concession is that attention computes a projection once when Q, K or V share it.
+
+Shapes: B batch, S source length, T target length, d model width, H heads, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # every task's tokenizer reserves these ids
+
+
+@dataclass
+class ModelConfig:
+    """Architecture hyper-parameters (one preset per file in `conf/model/`)."""
+
+    arch: str = "encdec"  # encdec | lm (decoder-only)
+    d_model: int = 256
+    n_heads: int = 4
+    d_ff: int = 1024
+    enc_layers: int = 3
+    dec_layers: int = 3
+    dropout: float = 0.1
+    norm: str = "pre"  # pre | post; pre-LN stacks end with a final LayerNorm, post-LN ones don't
+    bias: bool = True  # biases of attention and feed-forward linears (the output layer has none)
+    positions: str = "learned"  # learned | sinusoidal
+    max_len: int = 256
+    embed_scale: bool = True  # multiply token embeddings by √d (Vaswani et al. 2017, §3.4)
+    activation: str = "relu"  # relu | gelu
+
+    def __post_init__(self) -> None:
+        choices = {
+            "arch": ("encdec", "lm"),
+            "norm": ("pre", "post"),
+            "positions": ("learned", "sinusoidal"),
+            "activation": ("relu", "gelu"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"model.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}"
+                )
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown model option(s) {unknown}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Vocabulary sizes the model is built for. `joint` means one tokenizer serves both
+    sides, so token id i is the same subword in source and target (needed to tie them)."""
+
+    src_size: int
+    tgt_size: int
+    joint: bool
+
+    @classmethod
+    def shared(cls, size: int) -> Vocab:
+        return cls(size, size, joint=True)
+
+    @classmethod
+    def separate(cls, src_size: int, tgt_size: int) -> Vocab:
+        return cls(src_size, tgt_size, joint=False)
+
+
+# ---------------------------------------------------------------------------- masks
+
+
+@dataclass
+class AttentionMask:
+    """What a query may see, built once per stack forward and shared by its layers.
+
+    Boolean masks are True where attention is allowed (the SDPA convention). The plain
+    causal case without padding uses SDPA's `is_causal` fast path instead of a tensor.
+    """
+
+    q_pos: Tensor  # (Tq,) absolute positions of the queries
+    k_pos: Tensor  # (Tk,) absolute positions of the keys
+    key_pad: Tensor | None  # (B, Tk) True at padding keys
+    causal: bool
+
+    def __post_init__(self) -> None:
+        self._built: dict[bool, tuple[Tensor | None, bool]] = {}
+
+    def sdpa_args(self, mask_self: bool) -> tuple[Tensor | None, bool]:
+        """(attn_mask, is_causal) for `F.scaled_dot_product_attention`."""
+        if mask_self not in self._built:
+            self._built[mask_self] = self._build(mask_self)
+        return self._built[mask_self]
+
+    def _build(self, mask_self: bool) -> tuple[Tensor | None, bool]:
+        square = len(self.q_pos) == len(self.k_pos)
+        if self.key_pad is None and not mask_self:
+            if not self.causal:
+                return None, False
+            if square:
+                return None, True
+        allowed = torch.ones(len(self.q_pos), len(self.k_pos), dtype=torch.bool)
+        allowed = allowed.to(self.q_pos.device)
+        if self.causal:
+            allowed &= self.k_pos[None, :] <= self.q_pos[:, None]
+        allowed = allowed[None, None]  # (1, 1, Tq, Tk)
+        if self.key_pad is not None:
+            allowed = allowed & ~self.key_pad[:, None, None, :]  # (B, 1, Tq, Tk)
+        if mask_self:
+            # Reformer's shared-QK masking: with Q = K a token's score with itself is
+            # |q|²/√d, which dwarfs the rest, so it would attend mostly to itself. A query
+            # that has no other key to look at (the first decoder position) keeps itself.
+            is_self = self.k_pos[None, :] == self.q_pos[:, None]
+            others = allowed & ~is_self
+            allowed = torch.where(others.any(-1, keepdim=True), others, allowed)
+        return allowed, False
+
+
+# ---------------------------------------------------------------------------- blocks
+
+
+class Attention(nn.Module):
+    """Multi-head attention through `F.scaled_dot_product_attention`.
+
+    Q, K and V each have a projection module. A sharing strategy may make two or three of
+    them the same module (shared QK, KV or QKV); the forward then computes that
+    projection once and the KV cache stores a shared K/V once.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, bias: bool) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.mask_self = False  # set by the `qk` strategy (sharing.qk_mask_self)
+
+    def project(self, x: Tensor, source: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Q from x, K and V from source (x itself in self-attention), each shared
+        projection applied once: under `qkv` this is one matmul, not three."""
+        q = self.q_proj(x)
+        k = q if self.k_proj is self.q_proj and source is x else self.k_proj(source)
+        if self.v_proj is self.k_proj:
+            v = k
+        elif self.v_proj is self.q_proj and source is x:
+            v = q
+        else:
+            v = self.v_proj(source)
+        return q, k, v
+
+    def forward(
+        self,
+        x: Tensor,  # (B, Tq, d)
+        mask: AttentionMask,
+        memory: Tensor | None = None,  # (B, Tk, d) for cross-attention
+        cache: dict[str, Tensor] | None = None,
+    ) -> Tensor:
+        if memory is not None and cache is not None and "k" in cache:
+            q, k, v = self.q_proj(x), cache["k"], cache["v"]  # encoder memory, projected once
+        else:
+            q, k, v = self.project(x, x if memory is None else memory)
+            if cache is not None:
+                k, v = _update_cache(cache, k, v, append=memory is None)
+        attn_mask, is_causal = mask.sdpa_args(self.mask_self)
+        y = F.scaled_dot_product_attention(
+            self._heads(q),
+            self._heads(k),
+            self._heads(v),
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )  # (B, H, Tq, d/H)
+        return self.out_proj(y.transpose(1, 2).flatten(2))  # (B, Tq, d)
+
+    def _heads(self, t: Tensor) -> Tensor:
+        return t.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)  # (B, T, d) → (B, H, T, d/H)
+
+
+def _update_cache(cache: dict[str, Tensor], k: Tensor, v: Tensor, append: bool) -> tuple:
+    """Store K and V; when they are one tensor (shared KV/QKV) they are stored once."""
+    if append and "k" in cache:
+        k_all = torch.cat([cache["k"], k], dim=1)
+        v_all = k_all if v is k else torch.cat([cache["v"], v], dim=1)
+    else:
+        k_all, v_all = k, v
+    cache["k"], cache["v"] = k_all, v_all
+    return k_all, v_all
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, dropout: float, bias: bool, activation: str):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, d_ff, bias=bias)
+        self.fc2 = nn.Linear(d_ff, d_model, bias=bias)
+        self.act = nn.ReLU() if activation == "relu" else nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.dropout(self.act(self.fc1(x))))
+
+
+class Layer(nn.Module):
+    """Self-attention, optional cross-attention, feed-forward; each a residual sublayer
+    normalised before (pre-LN) or after (post-LN) the residual sum."""
+
+    def __init__(self, cfg: ModelConfig, cross: bool) -> None:
+        super().__init__()
+        d = cfg.d_model
+
+        def attention() -> Attention:
+            return Attention(d, cfg.n_heads, cfg.dropout, cfg.bias)
+
+        self.self_attn = attention()
+        self.self_attn_norm = nn.LayerNorm(d)
+        self.cross_attn = attention() if cross else None
+        self.cross_attn_norm = nn.LayerNorm(d) if cross else None
+        self.ffn = FeedForward(d, cfg.d_ff, cfg.dropout, cfg.bias, cfg.activation)
+        self.ffn_norm = nn.LayerNorm(d)
+        self.pre_norm = cfg.norm == "pre"
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _residual(self, x: Tensor, norm: nn.LayerNorm, sublayer) -> Tensor:
+        if self.pre_norm:
+            return x + self.dropout(sublayer(norm(x)))
+        return norm(x + self.dropout(sublayer(x)))
+
+    def forward(
+        self,
+        x: Tensor,  # (B, T, d)
+        self_mask: AttentionMask,
+        memory: Tensor | None = None,
+        memory_mask: AttentionMask | None = None,
+        cache: dict[str, dict[str, Tensor]] | None = None,
+    ) -> Tensor:
+        self_cache = None if cache is None else cache.setdefault("self", {})
+        x = self._residual(
+            x, self.self_attn_norm, lambda h: self.self_attn(h, self_mask, cache=self_cache)
+        )
+        if self.cross_attn is not None:
+            cross_cache = None if cache is None else cache.setdefault("cross", {})
+            x = self._residual(
+                x,
+                self.cross_attn_norm,
+                lambda h: self.cross_attn(h, memory_mask, memory=memory, cache=cross_cache),
+            )
+        return self._residual(x, self.ffn_norm, self.ffn)
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sin/cos table (Vaswani et al. 2017, §3.5); a buffer, not a parameter."""
+
+    def __init__(self, max_len: int, d_model: int) -> None:
+        super().__init__()
+        pos = torch.arange(max_len, dtype=torch.float32)[:, None]
+        freq = torch.exp(
+            torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
+        )
+        table = torch.zeros(max_len, d_model)
+        table[:, 0::2] = torch.sin(pos * freq)
+        table[:, 1::2] = torch.cos(pos * freq[: d_model // 2])
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        return self.table[positions]
+
+
+class Stack(nn.Module):
+    """Token embedding + positions + layers (+ final norm for pre-LN).
+
+    `layers` may hold the same module at several indices (cross-layer sharing): the
+    list is the index plan, executed in order.
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, n_layers: int, causal: bool, cross: bool):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        if cfg.positions == "learned":
+            self.pos: nn.Module = nn.Embedding(cfg.max_len, cfg.d_model)
+        else:
+            self.pos = SinusoidalPositions(cfg.max_len, cfg.d_model)
+        self.layers = nn.ModuleList(Layer(cfg, cross) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.scale = math.sqrt(cfg.d_model) if cfg.embed_scale else 1.0
+        self.max_len = cfg.max_len
+        self.causal = causal
+
+    def forward(
+        self,
+        tokens: Tensor,  # (B, T)
+        offset: int = 0,  # position of tokens[:, 0]; > 0 when decoding with a cache
+        key_pad: Tensor | None = None,  # (B, T) True at padding
+        memory: Tensor | None = None,  # (B, S, d)
+        memory_pad: Tensor | None = None,  # (B, S)
+        cache: list[dict] | None = None,
+    ) -> Tensor:
+        T = tokens.shape[1]
+        if offset + T > self.max_len:
+            raise ValueError(
+                f"sequence of length {offset + T} exceeds model.max_len={self.max_len}: "
+                "raise model.max_len or filter long examples"
+            )
+        q_pos = torch.arange(offset, offset + T, device=tokens.device)
+        x = self.dropout(self.embed(tokens) * self.scale + self.pos(q_pos))  # (B, T, d)
+        self_mask = AttentionMask(
+            q_pos, torch.arange(offset + T, device=tokens.device), key_pad, self.causal
+        )
+        memory_mask = None
+        if memory is not None:
+            s_pos = torch.arange(memory.shape[1], device=tokens.device)
+            memory_mask = AttentionMask(q_pos, s_pos, memory_pad, causal=False)
+        for i, layer in enumerate(self.layers):
+            # the cache is per position in the plan, not per module: a reused block
+            # sees different inputs at each of its positions
+            layer_cache = None if cache is None else cache[i]
+            x = layer(x, self_mask, memory, memory_mask, layer_cache)
+        return x if self.norm is None else self.norm(x)
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class Transformer(nn.Module):
+    """What both architectures share: a decoder stack and a bias-free output projection.
+
+    Subclasses register `output` last, so that a tied embedding counts under its first
+    use (token embeddings) when parameters are listed in registration order.
+    """
+
+    arch: str
+
+    def __init__(self, cfg: ModelConfig, vocab: Vocab) -> None:
+        super().__init__()
+        self.cfg, self.vocab = cfg, vocab
+        self.ties: list[list[str]] = []  # filled by tiedharness.sharing: paths that are one
+
+    def new_cache(self) -> list[dict]:
+        """An empty KV cache, one slot per decoder layer position."""
+        return [{} for _ in self.decoder.layers]
+
+    def init_weights(self) -> None:
+        """fairseq-style: Xavier linears, zero biases, N(0, d^-1/2) embeddings, so a
+        √d-scaled embedding has unit variance and a tied output starts well scaled."""
+        d = self.cfg.d_model
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=d**-0.5)
+        nn.init.normal_(self.output.weight, mean=0.0, std=d**-0.5)
+
+
+class EncoderDecoder(Transformer):
+    arch = "encdec"
+
+    def __init__(self, cfg: ModelConfig, vocab: Vocab) -> None:
+        super().__init__(cfg, vocab)
+        self.encoder = Stack(cfg, vocab.src_size, cfg.enc_layers, causal=False, cross=False)
+        self.decoder = Stack(cfg, vocab.tgt_size, cfg.dec_layers, causal=True, cross=True)
+        self.output = nn.Linear(cfg.d_model, vocab.tgt_size, bias=False)
+        self.init_weights()
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """(memory (B, S, d), source padding (B, S))."""
+        src_pad = src == PAD_ID
+        return self.encoder(src, key_pad=src_pad), src_pad
+
+    def decode(
+        self,
+        tgt_in: Tensor,  # (B, T), right-padded: causal masking keeps pads invisible
+        memory: Tensor,
+        src_pad: Tensor,
+        cache: list[dict] | None = None,
+        offset: int = 0,
+    ) -> Tensor:
+        h = self.decoder(tgt_in, offset, memory=memory, memory_pad=src_pad, cache=cache)
+        return self.output(h)  # (B, T, V)
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        memory, src_pad = self.encode(src)
+        return self.decode(tgt_in, memory, src_pad)
+
+
+class DecoderLM(Transformer):
+    arch = "lm"
+
+    def __init__(self, cfg: ModelConfig, vocab: Vocab) -> None:
+        super().__init__(cfg, vocab)
+        self.decoder = Stack(cfg, vocab.tgt_size, cfg.dec_layers, causal=True, cross=False)
+        self.output = nn.Linear(cfg.d_model, vocab.tgt_size, bias=False)
+        self.init_weights()
+
+    def forward(self, tokens: Tensor, cache: list[dict] | None = None, offset: int = 0) -> Tensor:
+        return self.output(self.decoder(tokens, offset, cache=cache))  # (B, T, V)
+
+
+ARCHITECTURES: dict[str, type[Transformer]] = {"encdec": EncoderDecoder, "lm": DecoderLM}

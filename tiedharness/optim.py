@@ -1,0 +1,29 @@
+"""AdamW parameter groups that see each tensor exactly once.
+
+Weight-decay policy (as in nanoGPT and BERT): decay every matrix — linear weights and
+embedding tables, which a tie may make the same tensor — and exempt biases and LayerNorm
+gains, whose scale decay would only distort. A tied tensor appears in one group only,
+because `named_parameters()` deduplicates; otherwise AdamW would step it twice.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():  # deduplicated: one entry per tensor
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.98)
+) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)

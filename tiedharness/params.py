@@ -1,0 +1,147 @@
+"""Parameter accounting, exact to the parameter.
+
+A tie makes several attribute paths point at one tensor. `model.parameters()` yields
+each tensor once, so it gives the unique total; `named_parameters(remove_duplicate=False)`
+yields every path, so it gives the total of the same architecture untied (every
+strategy only aliases paths that exist in the untied model). Never sum `state_dict()`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from tiedharness.model import ModelConfig, Vocab
+from tiedharness.sharing import SharingConfig, build_model
+
+# Component of a parameter by its path; first match wins. A tied tensor counts once,
+# in the component of the first path that uses it (encoder before decoder before output),
+# so the components always sum to the unique total.
+COMPONENTS: tuple[tuple[str, str], ...] = (
+    ("token_embeddings", r"\.embed\.weight$"),
+    ("positions", r"\.pos\.weight$"),
+    ("attention", r"_attn\.(q|k|v|out)_proj\."),
+    ("feed_forward", r"\.ffn\."),
+    ("norms", r"norm\.(weight|bias)$"),
+    ("output_projection", r"^output\.weight$"),
+)
+
+
+def component_of(path: str) -> str:
+    for component, pattern in COMPONENTS:
+        if re.search(pattern, path):
+            return component
+    raise ValueError(f"parameter {path!r} belongs to no component: extend params.COMPONENTS")
+
+
+@dataclass(frozen=True)
+class ParamReport:
+    sharing: str
+    total: int  # unique parameters: what the optimizer updates and a checkpoint stores
+    untied_total: int  # the same architecture with every tie undone
+    by_component: dict[str, int]  # unique parameters per component; sums to `total`
+    untied_by_component: dict[str, int]
+
+    @property
+    def saved(self) -> int:
+        return self.untied_total - self.total
+
+    @property
+    def reduction(self) -> float:
+        """Fraction of the untied parameters that sharing removes."""
+        return self.saved / self.untied_total if self.untied_total else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "saved": self.saved, "reduction": self.reduction}
+
+
+def count_params(model: nn.Module, sharing: str = "none") -> ParamReport:
+    by_component = dict.fromkeys((c for c, _ in COMPONENTS), 0)
+    untied_by_component = dict(by_component)
+    for path, p in model.named_parameters():  # deduplicated: each tensor once
+        by_component[component_of(path)] += p.numel()
+    for path, p in model.named_parameters(remove_duplicate=False):  # every use
+        untied_by_component[component_of(path)] += p.numel()
+    return ParamReport(
+        sharing=sharing,
+        total=sum(p.numel() for p in model.parameters()),
+        untied_total=sum(untied_by_component.values()),
+        by_component=by_component,
+        untied_by_component=untied_by_component,
+    )
+
+
+def param_report(cfg: ModelConfig, vocab: Vocab, sharing: SharingConfig) -> ParamReport:
+    """Count without allocating: the model is built on the meta device."""
+    with torch.device("meta"):
+        model = build_model(cfg, vocab, sharing)
+    return count_params(model, sharing.name)
+
+
+_SHORT = {
+    "token_embeddings": "tok_emb",
+    "positions": "pos",
+    "attention": "attn",
+    "feed_forward": "ffn",
+    "norms": "norms",
+    "output_projection": "output",
+}
+
+
+def format_table(
+    reports: list[ParamReport | tuple[str, str]], cfg: ModelConfig, vocab: Vocab
+) -> str:
+    """A plain-text table; a (name, reason) pair is a strategy that does not apply."""
+    if cfg.arch == "lm":
+        shape, vocab_text = f"layers={cfg.dec_layers}", f"{vocab.tgt_size}"
+    else:
+        shape = f"layers={cfg.enc_layers}+{cfg.dec_layers}"
+        vocab_text = (
+            f"joint {vocab.tgt_size}"
+            if vocab.joint
+            else f"separate {vocab.src_size} src / {vocab.tgt_size} tgt"
+        )
+    header = (
+        f"arch={cfg.arch} d_model={cfg.d_model} {shape} positions={cfg.positions} "
+        f"norm={cfg.norm} vocab: {vocab_text}"
+    )
+    columns = ["sharing", "total", "untied", "saved", "reduction", *_SHORT.values()]
+    rows = []
+    for r in reports:
+        if isinstance(r, ParamReport):
+            rows.append(
+                [
+                    r.sharing,
+                    f"{r.total:,}",
+                    f"{r.untied_total:,}",
+                    f"{r.saved:,}",
+                    f"{100 * r.reduction:.2f}%",
+                    *(f"{r.by_component[c]:,}" for c in _SHORT),
+                ]
+            )
+        else:
+            rows.append([r[0], "n/a: " + r[1].split(": ")[0]])
+    widths = [
+        max(len(row[i]) for row in [columns, *rows] if i < len(row) and len(row) > 2)
+        for i in range(len(columns))
+    ]
+    lines = [header, ""]
+    for row in [columns, *rows]:
+        if len(row) == 2:  # strategy that does not apply: the reason, unpadded
+            lines.append(f"{row[0]:<{widths[0]}}  {row[1]}")
+        else:
+            lines.append(
+                "  ".join(
+                    cell.ljust(w) if i == 0 else cell.rjust(w)
+                    for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
+    if any(not isinstance(r, ParamReport) for r in reports):
+        lines += [
+            "",
+            "n/a: run with sharing=NAME (or format=json) for the whole reason and its fix",
+        ]
+    return "\n".join(lines)
