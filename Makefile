@@ -7,9 +7,24 @@ PREFIX_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.p
 STAMP := .make/installed-$(PREFIX_ID)
 SCRIPTS := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 
-.PHONY: install demo test test-all lint format clean
+# SWORD Bible modules the Bible tasks read (Debian/Ubuntu packages).
+SWORD_PACKAGES := sword-text-kjv sword-text-web sword-text-sparv
+
+.PHONY: install system-deps demo test test-all lint format clean
 
 install: $(STAMP)
+
+# Installs the SWORD packages with apt when some are missing (as root, or through sudo).
+# Elsewhere, put the KJV, WEB and SpaRV1909 modules from CrossWire into ~/.sword.
+system-deps:
+	@missing=""; for p in $(SWORD_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "no apt-get: install the SWORD modules KJV, WEB, SpaRV1909 into ~/.sword (see README)"; exit 0; fi; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	echo "installing$$missing"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev]'
@@ -18,16 +33,16 @@ $(STAMP): pyproject.toml constraints.txt
 	@mkdir -p .make && touch $@
 
 # The main job: the parameter budget of every sharing strategy on the demo and base models.
-demo: install
+demo: install system-deps
 	$(SCRIPTS)/tiedharness-params model=small
 	$(SCRIPTS)/tiedharness-params model=base vocab_size=37000
 
 # The default test run (about 2 minutes on 2 cores); slow and GPU tests excluded.
-test: install
+test: install system-deps
 	$(PYTHON) -m pytest
 
 # Everything but GPU tests, slow ones included.
-test-all: install
+test-all: install system-deps
 	$(PYTHON) -m pytest -m 'not gpu'
 
 lint: install

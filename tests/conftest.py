@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
 
 from tiedharness.model import ModelConfig, Transformer, Vocab
 from tiedharness.sharing import STRATEGIES, SharingConfig, build_model
+
+# One data cache for the whole test session (subprocesses inherit it), never ~/.cache.
+os.environ["TIEDHARNESS_CACHE"] = tempfile.mkdtemp(prefix="tiedharness-test-cache-")
 
 VOCAB = 50
 TINY = dict(d_model=32, n_heads=4, d_ff=64, enc_layers=2, dec_layers=2, dropout=0.0, max_len=64)

@@ -83,3 +83,54 @@ def test_unknown_group_option_lists_the_choices():
     assert out.returncode != 0
     assert "Could not find 'sharing/tied_everything'" in out.stderr
     assert "three_way" in out.stderr
+
+
+# ---------------------------------------------------------------------------- tiedharness-data
+
+
+def data_cli(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("tiedharness-data", path=str(Path(sys.executable).parent))
+    assert exe, "tiedharness-data is not installed next to this Python"
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+
+
+def _data_json(*args: str) -> dict:
+    out = data_cli(*args, "format=json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_bible_mt_statistics_have_the_contract_keys():
+    stats = _data_json("task=bible_mt")
+    assert sum(s["examples"] for s in stats["splits"].values()) >= 30_000
+    assert set(stats["splits"]) == {"train", "valid", "test"}
+    assert stats["vocab"]["src"] == stats["vocab"]["tgt"] == 8000
+    for key in ("overlap", "padding_fraction", "build_s"):
+        assert isinstance(stats[key], float)
+    assert stats["splits"]["train"]["mean_src_len"] > 10
+    again = _data_json("task=bible_mt", "task.vocab=joint")
+    assert again["cache_hit"] and again["build_s"] < 1.0
+    assert again["overlap"] > 0.1
+
+
+def test_script_shift_statistics_report_zero_overlap():
+    assert (
+        _data_json("task=bible_mt", "task.vocab=joint", "task.script_shift=true")["overlap"] == 0.0
+    )
+
+
+def test_synthetic_overlap_from_the_command_line():
+    common = ["task=synth_translation", "task.vocab=joint", "task.train_examples=3000"]
+    overlaps = [_data_json(*common, f"task.overlap={x}")["overlap"] for x in (0, 0.5, 1.0)]
+    assert overlaps[0] == 0.0 and overlaps[0] < overlaps[1] < overlaps[2]
+
+
+def test_data_table_and_errors(tmp_path):
+    out = data_cli("task=copy", "task.train_examples=500")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("task=copy (seq2seq)  vocab: joint word")
+    missing = data_cli("task=bible_lm", f"task.sword_path={tmp_path}")
+    assert missing.returncode == 2
+    assert "apt-get install sword-text-kjv sword-text-sparv" in missing.stderr
+    byo = data_cli("task=parallel_text")
+    assert byo.returncode == 2 and "needs task.data_dir" in byo.stderr

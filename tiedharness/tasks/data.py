@@ -1,0 +1,262 @@
+"""From a task config to encoded tensors, tokenizers and statistics — cached.
+
+The cache key is a hash of everything that decides the result: the task config (minus
+where the cache lives), the task's fingerprint (its input files and their versions) and
+DATA_VERSION, which is bumped whenever code here or in a task changes its output. An
+entry is written to a temporary folder and renamed into place, so an interrupted build
+or two workers building at once never leave a half-written entry behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from tiedharness.model import EOS_ID, Vocab
+from tiedharness.tasks.base import SPLITS, Task, make_task
+from tiedharness.tasks.batching import (
+    Batch,
+    EncodedSplit,
+    Packed,
+    collate,
+    padding_fraction,
+    token_batches,
+)
+from tiedharness.tasks.tokenize import encode, jaccard, token_types, train_tokenizer
+
+DATA_VERSION = 1
+
+
+@dataclass
+class TaskData:
+    task: Task
+    splits: dict[str, EncodedSplit]
+    src_tokenizer: Tokenizer | None  # the target's tokenizer itself when the vocabulary is joint
+    tgt_tokenizer: Tokenizer
+    vocab: Vocab
+    texts: dict[str, dict[str, list[str]]]  # valid/test raw "src"/"tgt" text, for scoring
+    stats: dict[str, Any]
+    cache_hit: bool = False
+    cache_path: Path | None = None
+    build_s: float = 0.0
+
+    def batches(
+        self, split: str, max_tokens: int | None = None, shuffle: bool = False, seed: int = 0
+    ) -> list[Batch]:
+        data = self.splits[split]
+        src_sizes, tgt_sizes = data.sizes()
+        budget = max_tokens or self.task.cfg.max_tokens
+        return [
+            collate(data, idx) for idx in token_batches(src_sizes, tgt_sizes, budget, shuffle, seed)
+        ]
+
+
+def cache_root(configured: str | None) -> Path:
+    root = configured or os.environ.get("TIEDHARNESS_CACHE") or "~/.cache/tiedharness"
+    return Path(root).expanduser()
+
+
+def cache_key(task: Task) -> str:
+    config = dataclasses.asdict(task.cfg)
+    config.pop("cache_dir")
+    blob = json.dumps(
+        {"config": config, "inputs": task.fingerprint(), "version": DATA_VERSION},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_task(task_or_config: Task | dict[str, Any], use_cache: bool = True) -> TaskData:
+    """Load a task from the cache, or build it (and cache it)."""
+    start = time.perf_counter()
+    task = task_or_config if isinstance(task_or_config, Task) else make_task(task_or_config)
+    path = cache_root(task.cfg.cache_dir) / f"{task.name}-{cache_key(task)}"
+    data, damaged = None, False
+    if use_cache and path.is_dir():
+        try:
+            data = _load(task, path)
+        except Exception as err:  # a damaged entry is rebuilt, never trusted
+            warnings.warn(f"rebuilding damaged data cache {path}: {err}", stacklevel=2)
+            damaged = True
+    if data is None:
+        data = _build(task)
+        if use_cache:
+            _save(data, path, replace=damaged)
+    data.cache_path = path if use_cache else None
+    data.build_s = time.perf_counter() - start
+    data.stats.update(build_s=round(data.build_s, 4), cache_hit=data.cache_hit, cache_dir=str(path))
+    return data
+
+
+# ---------------------------------------------------------------------------- build
+
+
+def _build(task: Task) -> TaskData:
+    cfg = task.cfg
+    raw = task.load()
+    if not raw.get("train") or not raw.get("valid"):
+        raise ValueError(f"task {task.name} produced no training or no validation examples")
+    if task.kind == "lm":
+        return _build_lm(task, raw)
+    src_size, tgt_size = cfg.side_vocab_sizes()
+    train_src = [s for s, _ in raw["train"]]
+    train_tgt = [t for _, t in raw["train"]]
+    if cfg.vocab == "joint":
+        src_tok = tgt_tok = train_tokenizer(train_src + train_tgt, cfg.tokenizer, cfg.vocab_size)
+    else:
+        src_tok = train_tokenizer(train_src, cfg.tokenizer, src_size)
+        tgt_tok = train_tokenizer(train_tgt, cfg.tokenizer, tgt_size)
+    splits, texts, dropped = {}, {}, {}
+    for split in SPLITS:
+        pairs = raw.get(split) or []
+        src_ids = encode(src_tok, [s for s, _ in pairs])
+        tgt_ids = encode(tgt_tok, [t for _, t in pairs])
+        keep = [
+            i for i in range(len(pairs)) if max(len(src_ids[i]), len(tgt_ids[i])) + 1 <= cfg.max_len
+        ]
+        dropped[split] = len(pairs) - len(keep)
+        splits[split] = EncodedSplit(
+            Packed.from_lists([src_ids[i] for i in keep]),
+            Packed.from_lists([tgt_ids[i] for i in keep]),
+        )
+        if split != "train":
+            texts[split] = {
+                "src": [pairs[i][0] for i in keep],
+                "tgt": [task.to_target_text(pairs[i][1]) for i in keep],
+            }
+    vocab = Vocab(src_tok.get_vocab_size(), tgt_tok.get_vocab_size(), joint=cfg.vocab == "joint")
+    data = TaskData(task, splits, src_tok, tgt_tok, vocab, texts, stats={})
+    data.stats = _stats(
+        data,
+        dropped,
+        overlap=_overlap(task, raw["train"], src_tok if cfg.vocab == "joint" else None),
+    )
+    return data
+
+
+def _overlap(task: Task, train: list[tuple[str, str]], joint: Tokenizer | None) -> float:
+    """Jaccard index of the token types each side uses under one joint vocabulary (one
+    is trained for the statistic when the task's vocabularies are separate)."""
+    srcs, tgts = [s for s, _ in train], [t for _, t in train]
+    if joint is None:
+        joint = train_tokenizer(srcs + tgts, task.cfg.tokenizer, task.cfg.vocab_size)
+    return round(jaccard(token_types(encode(joint, srcs)), token_types(encode(joint, tgts))), 6)
+
+
+def _build_lm(task: Task, raw: dict[str, list[str]]) -> TaskData:
+    cfg = task.cfg
+    tok = train_tokenizer(raw["train"], cfg.tokenizer, cfg.vocab_size)
+    block = cfg.block_size
+    splits, texts = {}, {}
+    for split in SPLITS:
+        lines = raw.get(split) or []
+        stream = [t for ids in encode(tok, lines) for t in [*ids, EOS_ID]]
+        # windows of block + 1 overlapping by one token: every token is predicted once
+        windows = [stream[i : i + block + 1] for i in range(0, max(len(stream) - 1, 0), block)]
+        splits[split] = EncodedSplit(None, Packed.from_lists([w for w in windows if len(w) > 1]))
+        if split != "train":
+            texts[split] = {"tgt": lines}
+    vocab = Vocab.shared(tok.get_vocab_size())
+    data = TaskData(task, splits, None, tok, vocab, texts, stats={})
+    data.stats = _stats(data, dict.fromkeys(SPLITS, 0), overlap=None)
+    return data
+
+
+def _stats(data: TaskData, dropped: dict[str, int], overlap: float | None) -> dict[str, Any]:
+    cfg = data.task.cfg
+    splits = {}
+    for name, split in data.splits.items():
+        row: dict[str, Any] = {"examples": len(split), "dropped_too_long": dropped.get(name, 0)}
+        if split.src is None:  # LM: windows of the running text
+            row["tokens"] = int(split.tgt.lengths.sum() - len(split))
+        else:
+            for side, packed in (("src", split.src), ("tgt", split.tgt)):
+                row[f"{side}_tokens"] = int(packed.lengths.sum())
+                row[f"mean_{side}_len"] = (
+                    round(float(packed.lengths.float().mean()), 3) if len(packed) else 0.0
+                )
+        splits[name] = row
+    train_sizes = data.splits["train"].sizes()
+    batches = token_batches(*train_sizes, cfg.max_tokens, shuffle=True, seed=cfg.seed)
+    return {
+        "task": data.task.name,
+        "kind": data.task.kind,
+        "splits": splits,
+        "vocab": {
+            "src": data.vocab.src_size if data.task.kind == "seq2seq" else None,
+            "tgt": data.vocab.tgt_size,
+            "joint": data.vocab.joint,
+            "tokenizer": cfg.tokenizer,
+        },
+        "overlap": overlap,
+        "padding_fraction": round(padding_fraction(*train_sizes, batches), 6),
+        "max_tokens": cfg.max_tokens,
+        "train_batches": len(batches),
+    }
+
+
+# ---------------------------------------------------------------------------- cache
+
+
+def _save(data: TaskData, path: Path, replace: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        data.tgt_tokenizer.save(str(tmp / "tgt.tokenizer.json"))
+        if data.src_tokenizer is not None and data.src_tokenizer is not data.tgt_tokenizer:
+            data.src_tokenizer.save(str(tmp / "src.tokenizer.json"))
+        tensors = {
+            name: {
+                "tgt": (s.tgt.data, s.tgt.offsets),
+                **({"src": (s.src.data, s.src.offsets)} if s.src is not None else {}),
+            }
+            for name, s in data.splits.items()
+        }
+        torch.save(tensors, tmp / "tensors.pt")
+        (tmp / "texts.json").write_text(json.dumps(data.texts, ensure_ascii=False))
+        meta = {
+            "stats": data.stats,
+            "vocab": dataclasses.asdict(data.vocab),
+            "version": DATA_VERSION,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        if replace and path.exists():
+            shutil.rmtree(path)
+        try:
+            tmp.rename(path)
+        except OSError:  # another process finished the same entry first: keep theirs
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _load(task: Task, path: Path) -> TaskData:
+    meta = json.loads((path / "meta.json").read_text())
+    tgt_tok = Tokenizer.from_file(str(path / "tgt.tokenizer.json"))
+    src_file = path / "src.tokenizer.json"
+    if task.kind == "lm":
+        src_tok = None
+    else:
+        src_tok = Tokenizer.from_file(str(src_file)) if src_file.exists() else tgt_tok
+    tensors = torch.load(path / "tensors.pt", weights_only=True)
+    splits = {
+        name: EncodedSplit(Packed(*parts["src"]) if "src" in parts else None, Packed(*parts["tgt"]))
+        for name, parts in tensors.items()
+    }
+    texts = json.loads((path / "texts.json").read_text())
+    vocab = Vocab(**meta["vocab"])
+    return TaskData(task, splits, src_tok, tgt_tok, vocab, texts, meta["stats"], cache_hit=True)

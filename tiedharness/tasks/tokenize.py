@@ -1,0 +1,85 @@
+"""Tokenizers from HF `tokenizers`, trained on the training split only.
+
+Every tokenizer reserves ids 0–3 for <pad>, <s>, </s>, <unk>, matching
+`tiedharness.model.PAD_ID/BOS_ID/EOS_ID`.
+
+`bpe` splits on whitespace only and marks word ends with a `</w>` suffix (the original
+Sennrich et al. scheme): punctuation stays inside its word, detokenizing restores the
+text up to runs of whitespace, and no token is ever a bare word boundary — so two sides
+written in disjoint scripts share no token at all (a SentencePiece-style `▁` can stand
+alone and would be shared). `word` is a whitespace word-level vocabulary for the
+algorithmic tasks. HF's Unigram trainer is left out: it gives a different model on
+every run, and the same config must give the same tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+WORD_END = "</w>"
+KINDS = ("bpe", "word")
+
+
+def train_tokenizer(texts: list[str], kind: str, vocab_size: int) -> Tokenizer:
+    """Train a `kind` tokenizer of about `vocab_size` types (BPE keeps every character
+    it saw, so a very small size may be exceeded). Same texts → same tokenizer."""
+    if kind == "bpe":
+        return _train_bpe(texts, vocab_size)
+    if kind == "word":
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return tok
+    raise ValueError(f"task.tokenizer={kind!r} is not one of {', '.join(KINDS)}")
+
+
+def _train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
+    # The trainer numbers word-final symbols ("a</w>") in hash-map order, and ties
+    # between equally frequent merges are broken by those numbers, so plain training
+    # differs from run to run. Registering every word-final symbol up front, in sorted
+    # order, fixes their ids and with them every tie. They are then demoted from
+    # "special" back to ordinary vocabulary entries.
+    alphabet = sorted(set(unicodedata.normalize("NFC", "".join(texts))) - set(" \t\n\r\f\v"))
+    finals = [c + WORD_END for c in alphabet]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix=WORD_END))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.BPEDecoder(suffix=WORD_END)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS + finals,
+        end_of_word_suffix=WORD_END,
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    spec = json.loads(tok.to_str())
+    spec["added_tokens"] = spec["added_tokens"][: len(SPECIALS)]
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+def encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def decode(tok: Tokenizer, ids: list[int]) -> str:
+    return tok.decode(ids, skip_special_tokens=True)
+
+
+def token_types(sequences: list[list[int]]) -> set[int]:
+    """Token ids used, special tokens excluded."""
+    used: set[int] = set()
+    for ids in sequences:
+        used.update(ids)
+    return used - set(range(len(SPECIALS)))
+
+
+def jaccard(a: set[int], b: set[int]) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
