@@ -109,36 +109,25 @@ def format_table(
         f"norm={cfg.norm} vocab: {vocab_text}"
     )
     columns = ["sharing", "total", "untied", "saved", "reduction", *_SHORT.values()]
-    rows = []
+    table = [columns]  # rows of strategies that apply
+    not_applicable = []  # (name, first clause of the reason)
     for r in reports:
         if isinstance(r, ParamReport):
-            rows.append(
-                [
-                    r.sharing,
-                    f"{r.total:,}",
-                    f"{r.untied_total:,}",
-                    f"{r.saved:,}",
-                    f"{100 * r.reduction:.2f}%",
-                    *(f"{r.by_component[c]:,}" for c in _SHORT),
-                ]
-            )
+            numbers = [r.total, r.untied_total, r.saved]
+            numbers += [r.by_component[c] for c in _SHORT]
+            cells = [f"{n:,}" for n in numbers]
+            table.append([r.sharing, *cells[:3], f"{100 * r.reduction:.2f}%", *cells[3:]])
         else:
-            rows.append([r[0], "n/a: " + r[1].split(": ")[0]])
-    widths = [
-        max(len(row[i]) for row in [columns, *rows] if i < len(row) and len(row) > 2)
-        for i in range(len(columns))
-    ]
+            not_applicable.append((r[0], r[1].split(": ")[0]))
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    widths[0] = max([widths[0], *(len(name) for name, _ in not_applicable)])
     lines = [header, ""]
-    for row in [columns, *rows]:
-        if len(row) == 2:  # strategy that does not apply: the reason, unpadded
-            lines.append(f"{row[0]:<{widths[0]}}  {row[1]}")
-        else:
-            lines.append(
-                "  ".join(
-                    cell.ljust(w) if i == 0 else cell.rjust(w)
-                    for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-                )
-            )
+    for row in table:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells))
+    lines += [f"{name:<{widths[0]}}  n/a: {reason}" for name, reason in not_applicable]
     if any(not isinstance(r, ParamReport) for r in reports):
         lines += [
             "",
