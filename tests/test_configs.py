@@ -61,3 +61,55 @@ def test_presets_have_the_documented_dimensions():
         6,
     )
     assert load("small").positions == "learned"  # so every strategy of the grid applies
+
+
+TRAIN_GROUPS = ["task", "model", "sharing", "trainer", "logger", "task_variant", "experiment"]
+LAUNCHERS = {
+    "basic": "BasicLauncher",
+    "joblib": "JoblibLauncher",
+    "submitit_local": "LocalLauncher",
+    "submitit_slurm": "SlurmLauncher",
+}
+
+
+def compose_train(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def check_train_config(cfg) -> None:
+    """Every part of a composed training config parses into the objects the harness uses."""
+    from tiedharness.tasks import make_task
+    from tiedharness.train import TrainerConfig
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    make_task(plain["task"])
+    ModelConfig.from_dict(plain["model"])
+    SharingConfig.from_dict(plain["sharing"])
+    TrainerConfig.from_dict(plain["trainer"])
+    assert set(plain["logger"]) == {"wandb"}
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in TRAIN_GROUPS for o in options(g)])
+def test_every_option_of_every_training_group_composes(group, option):
+    check_train_config(compose_train(f"{group}={option}"))
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_study_cell_composes(experiment):
+    cfg = compose_train(f"experiment={experiment}", hydra=True)
+    assert cfg.experiment_name == experiment
+    params = cfg.hydra.sweeper.params
+    assert params, f"{experiment} sweeps nothing"
+    # every value of every swept key composes (with the others at their first value)
+    first = {key: str(values).split(",")[0] for key, values in params.items()}
+    for key, values in params.items():
+        for value in str(values).split(","):
+            overrides = [f"{k}={value if k == key else v}" for k, v in first.items()]
+            check_train_config(compose_train(f"experiment={experiment}", *overrides))
+
+
+@pytest.mark.parametrize(("launcher", "target"), list(LAUNCHERS.items()))
+def test_every_launcher_composes(launcher, target):
+    cfg = compose_train(f"hydra/launcher={launcher}", hydra=True)
+    assert cfg.hydra.launcher._target_.endswith(target)

@@ -7,12 +7,18 @@ hands them to library code, so everything below the CLI is usable without Hydra.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+# tokenizers' thread pool must not be live when launchers fork worker processes
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tiedharness.model import ModelConfig, Vocab
 from tiedharness.params import ParamReport, format_table, param_report
@@ -133,3 +139,41 @@ def format_data_table(stats: dict) -> str:
     hit = "loaded from cache" if stats["cache_hit"] else "built"
     lines += ["", f"{hit} in {stats['build_s']:.2f} s: {stats['cache_dir']}"]
     return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def train_main(cfg: DictConfig) -> None:
+    """tiedharness-train: one run, or a sweep with -m (e.g. -m experiment=smoke)."""
+    from tiedharness.run import JobContext, run_job
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    base_dir = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir)
+    launcher = OmegaConf.to_container(hydra_cfg.launcher, resolve=True)
+    ctx = JobContext(
+        run_dir=Path(hydra_cfg.runtime.output_dir),
+        experiment=cfg.experiment_name,
+        sweep_id=f"{cfg.experiment_name}-{base_dir.name}",
+        job_num=OmegaConf.select(hydra_cfg, "job.num", default=0) or 0,
+        multirun=multirun,
+        choices={k: str(v) for k, v in hydra_cfg.runtime.choices.items() if v is not None},
+        parallel_jobs=_parallel_jobs(launcher),
+    )
+    try:
+        record = run_job(_plain(cfg), ctx)
+    except (ValueError, FileNotFoundError) as err:  # a single run's configuration error
+        print(f"run recorded in {ctx.run_dir / 'run.json'}", file=sys.stderr)
+        _fail(str(err))
+    if not multirun:
+        from tiedharness.callbacks import summary_line
+
+        print(summary_line(ctx.run_dir, record))
+        print(f"run recorded in {ctx.run_dir / 'run.json'}")
+
+
+def _parallel_jobs(launcher: dict) -> int:
+    """How many jobs share this machine: joblib's workers (-1: one per core)."""
+    n_jobs = launcher.get("n_jobs")
+    if isinstance(n_jobs, int) and n_jobs != 0:
+        return os.cpu_count() or 1 if n_jobs < 0 else n_jobs
+    return 1

@@ -398,9 +398,13 @@ class EncoderDecoder(Transformer):
         h = self.decoder(tgt_in, offset, memory=memory, memory_pad=src_pad, cache=cache)
         return self.output(h)  # (B, T, V)
 
-    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+    def features(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """Decoder output before the output projection (B, T, d)."""
         memory, src_pad = self.encode(src)
-        return self.decode(tgt_in, memory, src_pad)
+        return self.decoder(tgt_in, memory=memory, memory_pad=src_pad)
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        return self.output(self.features(src, tgt_in))  # (B, T, V)
 
 
 class DecoderLM(Transformer):
@@ -411,6 +415,10 @@ class DecoderLM(Transformer):
         self.decoder = Stack(cfg, vocab.tgt_size, cfg.dec_layers, causal=True, cross=False)
         self.output = nn.Linear(cfg.d_model, vocab.tgt_size, bias=False)
         self.init_weights()
+
+    def features(self, tokens: Tensor) -> Tensor:
+        """Decoder output before the output projection (B, T, d)."""
+        return self.decoder(tokens)
 
     def forward(self, tokens: Tensor, cache: list[dict] | None = None, offset: int = 0) -> Tensor:
         return self.output(self.decoder(tokens, offset, cache=cache))  # (B, T, V)

@@ -64,6 +64,12 @@ class SharingConfig:
         return cls.from_dict({"strategies": list(strategies), **options})
 
 
+class SharingNotApplicable(ValueError):
+    """A strategy does not apply to this model or vocabulary (an encoder tie on an LM,
+    positional with sinusoidal positions, encdec_vocab without a joint vocabulary).
+    A sweep records such a cell as skipped; a single run fails with the message."""
+
+
 def _reject_unknown(where: str, values: dict, schema: type) -> None:
     known = {f.name for f in fields(schema)}
     unknown = sorted(set(values) - known)
@@ -184,7 +190,7 @@ def run_strategy(ctx: SharingContext, name: str) -> None:
     """Check that `name` applies to this model, then let it declare its ties."""
     s = get_strategy(name)
     if s.needs_encoder and "encoder" not in ctx.stacks:
-        raise ValueError(
+        raise SharingNotApplicable(
             f"sharing {name!r} ties encoder tensors, but model.arch=lm is a decoder-only LM "
             "with no encoder: use an encoder-decoder task, or a strategy that applies to an "
             "LM (embed_output, qkv, qk, kv, cross_layer, all)"
@@ -227,14 +233,14 @@ def encdec_vocab(ctx: SharingContext) -> None:
     """Encoder and decoder token embeddings are one matrix; needs a joint vocabulary."""
     vocab = ctx.vocab
     if not vocab.joint:
-        raise ValueError(
+        raise SharingNotApplicable(
             "encdec_vocab needs a joint source-target vocabulary (one tokenizer, so id i is "
             f"the same subword on both sides), but the vocabularies are separate "
             f"({vocab.src_size} source, {vocab.tgt_size} target): set task.vocab=joint "
             "(or vocab_size=N instead of src_vocab_size/tgt_vocab_size), or drop encdec_vocab"
         )
     if vocab.src_size != vocab.tgt_size:
-        raise ValueError(
+        raise SharingNotApplicable(
             f"encdec_vocab needs embeddings of one size, but the source has {vocab.src_size} "
             f"rows and the target {vocab.tgt_size}: build one joint vocabulary for both sides"
         )
@@ -252,7 +258,7 @@ def three_way(ctx: SharingContext) -> None:
 def positional(ctx: SharingContext) -> None:
     """Encoder and decoder learned position tables are one matrix."""
     if ctx.cfg.positions != "learned":
-        raise ValueError(
+        raise SharingNotApplicable(
             f"positional ties learned position tables, but model.positions={ctx.cfg.positions} "
             "has no parameters to tie: set model.positions=learned, or drop positional"
         )

@@ -40,6 +40,7 @@ class AlgorithmicConfig(TaskConfig):
 class _Algorithmic(Task):
     kind = "seq2seq"
     Config = AlgorithmicConfig
+    scores = ("exact_match",)
     cfg: AlgorithmicConfig
 
     def transform(self, symbols: list[str]) -> list[str]:

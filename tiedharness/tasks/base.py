@@ -47,6 +47,8 @@ class Task:
     name: ClassVar[str]
     kind: ClassVar[str]  # "seq2seq" | "lm"
     Config: ClassVar[type[TaskConfig]] = TaskConfig
+    # quality scores of decoded outputs: "exact_match" and/or "bleu" (BLEU and chrF)
+    scores: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg

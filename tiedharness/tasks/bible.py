@@ -197,6 +197,7 @@ class BibleMT(_BibleTask):
     name = "bible_mt"
     kind = "seq2seq"
     Config = BibleMTConfig
+    scores = ("bleu",)
     cfg: BibleMTConfig
 
     def _modules(self) -> list[ModuleLocation]:

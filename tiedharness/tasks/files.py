@@ -39,6 +39,7 @@ class ParallelText(Task):
     name = "parallel_text"
     kind = "seq2seq"
     Config = ParallelTextConfig
+    scores = ("bleu",)
     cfg: ParallelTextConfig
 
     def paths(self, split: str) -> tuple[Path, Path]:

@@ -169,6 +169,7 @@ class SynthTranslation(Task):
     name = "synth_translation"
     kind = "seq2seq"
     Config = SynthConfig
+    scores = ("exact_match", "bleu")
     cfg: SynthConfig
 
     def load(self) -> dict[str, list[tuple[str, str]]]:
