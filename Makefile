@@ -7,21 +7,22 @@ PREFIX_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.p
 STAMP := .make/installed-$(PREFIX_ID)
 SCRIPTS := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 
-# SWORD Bible modules the Bible tasks read (Debian/Ubuntu packages).
-SWORD_PACKAGES := sword-text-kjv sword-text-web sword-text-sparv
+# Debian/Ubuntu packages: the SWORD Bible modules the Bible tasks read, and Chromium for
+# the report's screenshot test.
+SYSTEM_PACKAGES := sword-text-kjv sword-text-web sword-text-sparv chromium
 
 .PHONY: install system-deps demo test test-all lint format clean
 
 install: $(STAMP)
 
-# Installs the SWORD packages with apt when some are missing (as root, or through sudo).
-# Elsewhere, put the KJV, WEB and SpaRV1909 modules from CrossWire into ~/.sword.
+# Installs them with apt when some are missing (as root, or through sudo). Elsewhere, put
+# the KJV, WEB and SpaRV1909 modules from CrossWire into ~/.sword and install Chromium.
 system-deps:
-	@missing=""; for p in $(SWORD_PACKAGES); do \
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "no apt-get: install the SWORD modules KJV, WEB, SpaRV1909 into ~/.sword (see README)"; exit 0; fi; \
+	  echo "no apt-get: install the SWORD modules KJV, WEB, SpaRV1909 into ~/.sword and Chromium (see README)"; exit 0; fi; \
 	sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	echo "installing$$missing"; \
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing
@@ -32,9 +33,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 	@mkdir -p .make && touch $@
 
-# The main job: the quick study (every strategy on 3 tasks, < 10 minutes on 2 cores).
+# The main job: the quick study (every strategy on 3 tasks, < 10 minutes on 2 cores), then
+# its report: figures, tables and results/quick/<date-time>/report/report.html.
 demo: install system-deps
 	$(SCRIPTS)/tiedharness-train -m experiment=quick
+	$(SCRIPTS)/tiedharness-report "$$(ls -d results/quick/*/ | sort | tail -n 1)"
 
 # The default test run (about 2 minutes on 2 cores); slow and GPU tests excluded.
 test: install system-deps

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,3 +59,31 @@ def run(model: Transformer, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tenso
 @pytest.fixture(params=list(STRATEGIES))
 def strategy_name(request) -> str:
     return request.param
+
+
+# ---------------------------------------------------------------------------- sweeps
+
+
+def train_cli(*args: str, results: Path) -> subprocess.CompletedProcess:
+    """tiedharness-train as a user runs it, writing under `results`."""
+    exe = shutil.which("tiedharness-train", path=str(Path(sys.executable).parent))
+    assert exe, "tiedharness-train is not installed next to this Python"
+    cmd = [exe, *args, f"results_dir={results}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def sweep_records(results: Path, experiment: str = "smoke") -> list[tuple[Path, dict]]:
+    """(job folder, run.json) of the one sweep under results/<experiment>, by job number."""
+    (sweep,) = (results / experiment).iterdir()
+    folders = sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return [(f, json.loads((f / "run.json").read_text())) for f in folders]
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One real `tiedharness-train -m experiment=smoke` for the whole session: the process
+    result and the sweep folder."""
+    results = tmp_path_factory.mktemp("results")
+    out = train_cli("-m", "experiment=smoke", results=results)
+    (sweep_dir,) = (results / "smoke").iterdir()
+    return out, sweep_dir

@@ -106,6 +106,7 @@ def new_record(config: dict, ctx: JobContext) -> dict:
         "config": config,
         "params": {},
         "metrics": {},
+        "data": {},  # the task's statistics: overlap, padding, vocabulary, examples
         "env": {},
         "run_dir": str(ctx.run_dir),
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -132,6 +133,8 @@ def run_job(config: dict, ctx: JobContext) -> dict:
         }
         seed_everything(trainer_cfg.seed, trainer_cfg.deterministic)
         data = build_task(config["task"])
+        record["data"] = {k: data.stats[k] for k in ("overlap", "padding_fraction", "vocab")}
+        record["data"]["examples"] = {k: v["examples"] for k, v in data.stats["splits"].items()}
         sharing = SharingConfig.from_dict(config["sharing"])
         model = build_model(model_config_for(config["model"], data.task), data.vocab, sharing)
         record["params"] = count_params(model, sharing.name).to_dict()

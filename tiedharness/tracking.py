@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+RUN_IDENTITY = ("run_id", "experiment", "sweep_id", "task", "sharing", "model", "seed")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -104,7 +105,8 @@ class WandbTracker:
             job_type=record["task"],
             name=record["run_id"],
             tags=[t for t in tags if t],
-            config=record["config"],
+            # the resolved config, plus who this run is (read back by aggregate.py)
+            config={**record["config"], "run": {k: record[k] for k in RUN_IDENTITY}},
             dir=str(self.run_dir),
             mode=self.mode,
             reinit="finish_previous",
@@ -123,8 +125,14 @@ class WandbTracker:
     def finish(self, record: dict) -> None:
         if self.run is None:
             return
-        summary = {f"params/{k}": v for k, v in record["params"].items() if not isinstance(v, dict)}
+        params = record["params"]
+        summary = {f"params/{k}": v for k, v in params.items() if not isinstance(v, dict)}
+        for component, n in (params.get("by_component") or {}).items():
+            summary[f"params/by_component/{component}"] = n
         summary.update(_finite(record.get("metrics", {})))
+        overlap = (record.get("data") or {}).get("overlap")
+        if overlap is not None:
+            summary["data/overlap"] = overlap
         summary["status"] = record["status"]
         self.run.summary.update(summary)
         self.run.finish(exit_code=0 if record["status"] in ("completed", "diverged") else 1)

@@ -348,11 +348,11 @@ class Trainer:
             "softmax_flops_per_token": softmax_flops_per_token(d, vocab.tgt_size),
         }
 
-    def profile_step(self, batch: Batch, reps: int = 3) -> dict[str, float]:
+    def profile_step(self, batch: Batch, reps: int = 5) -> dict[str, float]:
         """The output layer's share of a training step (forward + backward; the optimizer
         update excluded), in FLOPs counted by FlopCounterMode and in measured time. The
         time share times the output projection and loss alone, on this batch's real
-        decoder features, against the whole step, median of `reps` runs each."""
+        decoder features, against the whole step: medians of `reps` runs of each, alternated."""
         self.model.train()
         inputs = model_inputs(self.model, batch)
 
@@ -369,8 +369,8 @@ class Trainer:
             loss_sum, n = token_loss(logits, batch.tgt_out, self.cfg.label_smoothing)
             (loss_sum / max(n, 1)).backward()
 
-        step_s = self._median_time(whole_step, reps, warm=False)  # counting FLOPs warmed it
-        output_s = self._median_time(output_layer, reps)
+        output_layer()  # warm-up (counting FLOPs already ran the whole step once)
+        step_s, output_s = self._interleaved_medians(whole_step, output_layer, reps)
         self.optimizer.zero_grad(set_to_none=True)
         name = f"{type(self.model).__name__}.output"
         return {
@@ -379,17 +379,17 @@ class Trainer:
             "softmax_time_share": output_s / step_s if step_s else 0.0,
         }
 
-    def _median_time(self, fn: Callable[[], None], reps: int, warm: bool = True) -> float:
-        if warm:
-            fn()
-        times = []
+    def _interleaved_medians(self, a: Callable[[], None], b: Callable[[], None], reps: int):
+        """Median times of a and b, timed alternately so that both see the same load."""
+        times: dict[Callable, list[float]] = {a: [], b: []}
         for _ in range(reps):
-            self._sync()
-            t0 = time.perf_counter()
-            fn()
-            self._sync()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+            for fn in (a, b):
+                self._sync()
+                t0 = time.perf_counter()
+                fn()
+                self._sync()
+                times[fn].append(time.perf_counter() - t0)
+        return statistics.median(times[a]), statistics.median(times[b])
 
     def peak_memory_mb(self) -> float:
         if self.device.type == "cuda":

@@ -1,0 +1,235 @@
+"""From a real smoke sweep to figures, tables, report.html (in Chromium) and the notebook."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiedharness import plots, wandb_offline
+from tiedharness.aggregate import ci95, load_runs, record_from_wandb, record_to_row, summarize
+
+SMOKE_FIGURES = {"tradeoff_loss", "tradeoff_bleu", "param_budget", "learning_curves",
+                 "quality_vs_throughput"}  # fmt: skip
+NOT_FOR_SMOKE = {"softmax_cost", "vocab_overlap"}  # one vocabulary size, one overlap
+
+
+def report_cli(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("tiedharness-report", path=str(Path(sys.executable).parent))
+    assert exe, "tiedharness-report is not installed next to this Python"
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def report_dir(smoke_sweep, tmp_path_factory) -> Path:
+    _, sweep = smoke_sweep
+    out = tmp_path_factory.mktemp("report")
+    result = report_cli(str(sweep), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "5 runs (5 completed)" in result.stdout
+    return out
+
+
+def test_report_writes_every_figure_the_runs_have_data_for(report_dir):
+    pngs = {p.stem for p in (report_dir / "figures").glob("*.png")}
+    pdfs = {p.stem for p in (report_dir / "figures").glob("*.pdf")}
+    assert pngs == pdfs == SMOKE_FIGURES
+    assert set(plots.FIGURES) == SMOKE_FIGURES | NOT_FOR_SMOKE
+    for name in SMOKE_FIGURES:
+        assert (report_dir / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    page = (report_dir / "report.html").read_text()
+    for name in NOT_FOR_SMOKE:
+        assert f"<b>{name}</b>: not drawn" in page  # said, never drawn empty
+
+
+def test_tables_hold_every_strategy_with_exact_parameter_counts(report_dir, smoke_sweep):
+    _, sweep = smoke_sweep
+    markdown = (report_dir / "summary.md").read_text()
+    latex = (report_dir / "summary.tex").read_text()
+    assert latex.startswith("\\begin{tabular}") and "\\toprule" in latex and "\\bottomrule" in latex
+    for folder in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
+        record = json.loads((folder / "run.json").read_text())
+        row = next(line for line in markdown.splitlines() if f"| {record['sharing']} |" in line)
+        assert f"{record['params']['total']:,}" in row
+        assert f"{record['metrics']['val_loss']:.4f}" in row
+        assert record["sharing"].replace("_", "\\_") in latex
+
+
+def test_report_html_is_self_contained(report_dir):
+    page = (report_dir / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(SMOKE_FIGURES)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert page.count('<td class="status-completed">completed</td>') == 5
+
+
+def test_report_renders_in_headless_chromium(report_dir, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail(
+            "Chromium is missing: `make system-deps` installs it (apt-get install chromium)"
+        )
+    from matplotlib.image import imread
+    from playwright.sync_api import sync_playwright
+
+    console, failed = [], []
+    shot = tmp_path / "report.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: console.append((m.type, m.text)))
+        page.on("pageerror", lambda e: console.append(("pageerror", str(e))))
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.goto((report_dir / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        loaded = page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert failed == []
+    assert [m for m in console if m[0] in ("error", "pageerror")] == []
+    assert loaded
+    pixels = imread(shot)
+    assert pixels.shape[0] > 900 and pixels.std() > 0.05  # figures and tables, not a blank page
+
+
+def test_a_truncated_run_json_is_named_and_the_rest_reported(smoke_sweep, tmp_path):
+    _, sweep = smoke_sweep
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("wandb", "report"))
+    broken = copy / "2" / "run.json"
+    broken.write_text(broken.read_text()[:200])
+    out = report_cli(str(copy))
+    assert out.returncode == 0, out.stderr
+    assert str(broken) in out.stderr
+    assert "4 runs (4 completed)" in out.stdout
+    page = (copy / "report" / "report.html").read_text()
+    assert str(broken) in page
+    assert (copy / "report" / "figures" / "tradeoff_loss.png").exists()
+
+
+def test_report_of_a_missing_folder_is_a_clear_error(tmp_path):
+    out = report_cli(str(tmp_path / "nowhere"))
+    assert out.returncode == 2 and "is not a folder" in out.stderr
+    empty = report_cli(str(tmp_path))
+    assert empty.returncode == 2 and "no runs found" in empty.stderr
+
+
+def test_notebook_executes_top_to_bottom(smoke_sweep, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    _, sweep = smoke_sweep
+    notebook = nbformat.read(
+        Path(__file__).parents[1] / "notebooks" / "analysis.ipynb", as_version=4
+    )
+    assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
+    os.environ["TIEDHARNESS_RESULTS"] = str(sweep)
+    os.environ["TIEDHARNESS_NOTEBOOK_OUT"] = str(tmp_path / "figures")
+    try:
+        NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+    finally:
+        del os.environ["TIEDHARNESS_RESULTS"], os.environ["TIEDHARNESS_NOTEBOOK_OUT"]
+    assert {p.stem for p in (tmp_path / "figures").glob("*.png")} == SMOKE_FIGURES
+
+
+# ---------------------------------------------------------------------------- aggregation
+
+
+def test_runs_frame_and_summary_from_the_sweep(smoke_sweep):
+    _, sweep = smoke_sweep
+    runs = load_runs(sweep)
+    assert len(runs.frame) == 5 and runs.warnings == [] and runs.swept == []
+    summary = summarize(runs)
+    assert list(summary["sharing"]) == ["none", "embed_output", "encdec_vocab", "positional", "qkv"]
+    none = summary.set_index("sharing").loc["none"]
+    for _, row in summary.iterrows():
+        assert row["n"] == 1 and math.isnan(row["val_loss_ci95"])
+        assert (
+            row["params_total_delta_vs_none"]
+            == row["params_total_mean"] - none["params_total_mean"]
+        )
+        assert row["val_loss_delta_vs_none"] == pytest.approx(
+            row["val_loss_mean"] - none["val_loss_mean"]
+        )
+
+
+def _record(task: str, sharing: str, seed: int, val_loss: float, status: str = "completed", **cfg):
+    return {
+        "run_id": f"{task}-{sharing}-{seed}-{cfg}", "experiment": "t", "sweep_id": "s", "task": task,
+        "model": "tiny", "sharing": sharing, "seed": seed, "status": status,
+        "config": {"task": {"name": task, **cfg}, "trainer": {"seed": seed}},
+        "params": {"total": 100 if sharing == "none" else 80}, "metrics": {"val_loss": val_loss},
+    }  # fmt: skip
+
+
+def test_summary_statistics_over_seeds(tmp_path):
+    records = [
+        _record("synth", "none", 0, 2.0, overlap=0.5), _record("synth", "none", 1, 3.0, overlap=0.5),
+        _record("synth", "none", 2, 4.0, overlap=0.5), _record("synth", "qkv", 0, 1.0, overlap=0.5),
+        _record("synth", "qkv", 1, 2.0, overlap=0.5), _record("synth", "none", 0, 9.0, overlap=0.0),
+        _record("synth", "qkv", 0, 7.0, overlap=0.0), _record("synth", "qkv", 2, 0.0, status="failed", overlap=0.5),
+    ]  # fmt: skip
+    for i, r in enumerate(records):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "run.json").write_text(json.dumps(r))
+    runs = load_runs(tmp_path)
+    assert runs.swept == ["task.overlap"]
+    assert runs.status_counts() == {"completed": 7, "failed": 1}
+    s = summarize(runs).set_index(["sharing", "task.overlap"])
+    assert s.loc[("none", 0.5), "n"] == 3 and s.loc[("none", 0.5), "val_loss_mean"] == 3.0
+    assert s.loc[("none", 0.5), "val_loss_std"] == 1.0
+    assert s.loc[("none", 0.5), "val_loss_ci95"] == pytest.approx(4.303 / math.sqrt(3))
+    assert s.loc[("qkv", 0.5), "val_loss_mean"] == 1.5  # the failed seed is not averaged in
+    assert s.loc[("qkv", 0.5), "val_loss_delta_vs_none"] == -1.5
+    assert s.loc[("qkv", 0.0), "val_loss_delta_vs_none"] == -2.0  # against none of its own cell
+    assert s.loc[("qkv", 0.0), "params_total_delta_vs_none"] == -20
+
+
+def test_ci95_uses_student_t():
+    assert ci95(1.0, 2) == pytest.approx(12.706 / math.sqrt(2))
+    assert ci95(2.0, 31) == pytest.approx(2.042 * 2 / math.sqrt(31))
+    assert ci95(2.0, 100) == pytest.approx(1.96 * 2 / 10)
+    assert math.isnan(ci95(1.0, 1))
+
+
+def test_wandb_runs_give_the_same_row_as_run_json(smoke_sweep):
+    _, sweep = smoke_sweep
+    folder = sweep / "4"
+    local = record_to_row(json.loads((folder / "run.json").read_text()))
+    (run_file,) = folder.glob("wandb/offline-run-*/run-*.wandb")
+    info = wandb_offline.run_info(run_file)
+    remote = record_to_row(
+        record_from_wandb(
+            info["config"], wandb_offline.summary(run_file), info["name"], info["group"]
+        )
+    )
+    for key in ("run_id", "task", "sharing", "model", "seed", "status", "params_total",
+                "params_untied_total", "val_loss", "bleu", "train_tokens_per_s", "overlap",
+                "cfg.task.vocab_size", "params.attention"):  # fmt: skip
+        assert remote[key] == local[key], key
+
+
+def test_every_strategy_keeps_its_own_style():
+    from tiedharness.sharing import STRATEGIES
+
+    styles = [plots.strategy_style(n) for n in STRATEGIES]
+    assert len({(s["color"], s["marker"]) for s in styles}) == len(STRATEGIES)
+    assert plots.strategy_style("qkv") == plots.strategy_style("qkv")
+
+
+def test_pareto_front():
+    points = [(1, 5.0), (2, 4.0), (2, 4.5), (3, 4.2), (4, 3.0)]
+    assert plots.pareto_front(points) == [(1, 5.0), (2, 4.0), (4, 3.0)]
+    assert plots.pareto_front([(1, 10.0), (2, 20.0), (3, 15.0)], maximize=True) == [
+        (1, 10.0),
+        (2, 20.0),
+    ]

@@ -1,0 +1,323 @@
+"""Runs → paper-style matplotlib figures. No training, no I/O beyond `save`.
+
+Every figure function takes the aggregated runs and the per-cell summary and returns a
+Figure, or raises `NoData` saying what is missing, so that a figure is never drawn empty.
+Each strategy keeps one colour and one marker in every figure. Panels are stacked one
+per row at single-column width (3.4 in), with 8-pt text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from tiedharness.aggregate import Runs
+from tiedharness.params import COMPONENTS
+from tiedharness.sharing import STRATEGIES
+
+WIDTH = 3.4  # inches: one column of a two-column paper
+PANEL_HEIGHT = 2.3
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 6.5,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "savefig.dpi": 200,
+}
+_COLORS = plt.get_cmap("tab10").colors
+_MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "<", ">"]
+
+
+class NoData(Exception):
+    """The runs hold nothing this figure could show; the message says what is missing."""
+
+
+def strategy_style(name: str) -> dict:
+    """One colour and marker per strategy, the same in every figure (registry order;
+    combinations of strategies get a stable style of their own)."""
+    order = list(STRATEGIES)
+    i = order.index(name) if name in order else len(order) + sum(map(ord, name))
+    return {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}
+
+
+def _strategy_order(names) -> list[str]:
+    order = list(STRATEGIES)
+    return sorted(set(names), key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def _panels(n: int) -> tuple[Figure, list]:
+    fig, axes = plt.subplots(n, 1, figsize=(WIDTH, PANEL_HEIGHT * n + 0.5), squeeze=False)
+    return fig, [a[0] for a in axes]
+
+
+def _legend(fig: Figure, axes: list) -> None:
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+            labels[label] = label
+    if handles:
+        fig.legend(handles.values(), labels.values(), loc="lower center", ncol=4, frameon=False)
+        fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(handles) // 4), 1, 1))
+    else:
+        fig.tight_layout()
+
+
+def _cell_label(row: pd.Series, swept: list[str]) -> str:
+    extra = ", ".join(f"{k.split('.')[-1]}={row[k]}" for k in swept if pd.notna(row.get(k)))
+    return f"{row['task']} ({row['model']}{', ' + extra if extra else ''})"
+
+
+def pareto_front(points: list[tuple[float, float]], maximize: bool = False) -> list[tuple]:
+    """Points not dominated by another with no more parameters and better quality."""
+    front, best = [], None
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1] if maximize else p[1])):
+        if best is None or (y > best if maximize else y < best):
+            front.append((x, y))
+            best = y
+    return front
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _tradeoff(summary: pd.DataFrame, runs: Runs, metric: str, label: str, maximize: bool) -> Figure:
+    col = f"{metric}_mean"
+    if summary.empty or col not in summary or summary[col].notna().sum() < 2:
+        raise NoData(f"fewer than two completed cells report {metric}")
+    data = summary[summary[col].notna()]
+    groups = list(data.groupby(["task", "model", *runs.swept], dropna=False, sort=False))
+    fig, axes = _panels(len(groups))
+    for ax, (_, cell) in zip(axes, groups, strict=True):
+        for _, row in cell.iterrows():
+            ax.errorbar(
+                row["params_total_mean"] / 1e6,
+                row[col],
+                yerr=row.get(f"{metric}_ci95") if pd.notna(row.get(f"{metric}_ci95")) else None,
+                linestyle="none",
+                capsize=2,
+                markersize=5,
+                label=row["sharing"],
+                **strategy_style(row["sharing"]),
+            )
+        front = pareto_front(
+            list(zip(cell["params_total_mean"] / 1e6, cell[col], strict=True)), maximize
+        )
+        ax.step(*zip(*front, strict=True), where="post", color="0.5", linewidth=0.8, zorder=0)
+        ax.set_title(_cell_label(cell.iloc[0], runs.swept))
+        ax.set_xlabel("unique parameters (M)")
+        ax.set_ylabel(label)
+    _legend(fig, axes)
+    return fig
+
+
+def tradeoff_loss(runs: Runs, summary: pd.DataFrame) -> Figure:
+    """Unique parameters vs validation loss, per task, with 95% CIs and the Pareto front."""
+    return _tradeoff(summary, runs, "val_loss", "validation loss (nats/token)", maximize=False)
+
+
+def tradeoff_bleu(runs: Runs, summary: pd.DataFrame) -> Figure:
+    """Unique parameters vs BLEU, per translation task, with 95% CIs and the Pareto front."""
+    return _tradeoff(summary, runs, "bleu", "BLEU (valid subset)", maximize=True)
+
+
+def param_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
+    """Stacked parameters by component per strategy, labelled with the reduction vs none."""
+    columns = [f"params.{c}" for c, _ in COMPONENTS]
+    have = runs.frame.dropna(subset=["params_total"])
+    if have.empty or not set(columns) <= set(have.columns):
+        raise NoData("no run recorded its parameter counts")
+    groups = list(have.groupby(["task", "model"], sort=False))
+    fig, axes = _panels(len(groups))
+    for ax, ((task, model), rows) in zip(axes, groups, strict=True):
+        rows = rows.drop_duplicates("sharing").set_index("sharing")
+        names = _strategy_order(rows.index)
+        bottom = pd.Series(0.0, index=names)
+        palette = plt.get_cmap("Set2").colors  # not the strategies' colours: these are parts
+        for i, ((component, _), column) in enumerate(zip(COMPONENTS, columns, strict=True)):
+            values = rows.loc[names, column].fillna(0) / 1e6
+            ax.bar(names, values, bottom=bottom, label=component.replace("_", " "), width=0.7,
+                   color=palette[i % len(palette)])  # fmt: skip
+            bottom += values
+        if "none" in rows.index:
+            base = rows.loc["none", "params_total"]
+            for i, name in enumerate(names):
+                change = rows.loc[name, "params_total"] / base - 1
+                ax.text(
+                    i, bottom[name], f"{100 * change:+.1f}%", ha="center", va="bottom", fontsize=5.5
+                )
+        ax.set_title(f"{task} ({model})")
+        ax.set_ylabel("parameters (M)")
+        ax.tick_params(axis="x", rotation=45)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    _legend(fig, axes)
+    return fig
+
+
+def softmax_cost(runs: Runs, summary: pd.DataFrame) -> Figure:
+    """Output-layer FLOP and time shares, and training throughput, vs vocabulary size
+    (joint vocabularies solid, separate dashed), for tasks run at several sizes."""
+    done = runs.completed
+    needed = ["softmax_flops_share", "softmax_time_share", "train_tokens_per_s"]
+    if done.empty or not {"vocab_size_tgt", *needed} <= set(done.columns):
+        raise NoData("no run measured the softmax cost")
+    sizes = done.groupby("task")["vocab_size_tgt"].nunique()
+    done = done[done["task"].isin(sizes[sizes >= 2].index)]
+    if done.empty:
+        raise NoData("no task was run at two or more vocabulary sizes")
+    kind = (
+        done["cfg.task.vocab"] if "cfg.task.vocab" in done else pd.Series("joint", index=done.index)
+    )
+    done = done.assign(vocab_kind=kind.fillna("joint"))
+    fig, (share_ax, speed_ax) = _panels(2)
+    for (task, vocab_kind, sharing), rows in done.groupby(
+        ["task", "vocab_kind", "sharing"], sort=False
+    ):
+        rows = rows.groupby("vocab_size_tgt")[needed].mean().reset_index()
+        color = strategy_style(sharing)["color"]
+        dash = "-" if vocab_kind == "joint" else "--"
+        label = f"{task}, {vocab_kind}, {sharing}"
+        for column, marker in (("softmax_flops_share", "o"), ("softmax_time_share", "x")):
+            share_ax.plot(rows["vocab_size_tgt"], rows[column], dash, color=color, marker=marker,
+                          markersize=3, label=f"{label} ({'FLOPs' if marker == 'o' else 'time'})")  # fmt: skip
+        speed_ax.plot(rows["vocab_size_tgt"], rows["train_tokens_per_s"], dash, color=color,
+                      marker="o", markersize=3, label=label)  # fmt: skip
+    for ax in (share_ax, speed_ax):
+        ax.set_xscale("log")
+        ax.set_xlabel("target vocabulary size")
+    share_ax.set_ylabel("output layer's share of a step")
+    share_ax.set_title("softmax cost: o FLOPs, x time")
+    speed_ax.set_ylabel("training target tokens/s")
+    _legend(fig, [share_ax, speed_ax])
+    return fig
+
+
+def learning_curves(runs: Runs, summary: pd.DataFrame) -> Figure:
+    """Validation loss vs tokens seen, mean ± std over seeds, per strategy."""
+    history = runs.history
+    if history is None or "val_loss" not in history or history["val_loss"].notna().sum() == 0:
+        raise NoData("no run logged validation loss during training")
+    evals = history[history["val_loss"].notna()].merge(
+        runs.completed[["run_id", *runs.cell_keys]], on="run_id"
+    )
+    if evals.empty:
+        raise NoData("no completed run logged validation loss")
+    groups = list(evals.groupby(["task", "model", *runs.swept], dropna=False, sort=False))
+    fig, axes = _panels(len(groups))
+    for ax, (_, cell) in zip(axes, groups, strict=True):
+        for sharing in _strategy_order(cell["sharing"]):
+            curve = (
+                cell[cell["sharing"] == sharing]
+                .groupby("step")
+                .agg(tokens=("tokens", "mean"), mean=("val_loss", "mean"), std=("val_loss", "std"))
+            )
+            style = strategy_style(sharing)
+            ax.plot(curve["tokens"], curve["mean"], color=style["color"], marker=style["marker"],
+                    markersize=3, linewidth=1, label=sharing)  # fmt: skip
+            if curve["std"].notna().any():
+                ax.fill_between(curve["tokens"], curve["mean"] - curve["std"],
+                                curve["mean"] + curve["std"], color=style["color"], alpha=0.15)  # fmt: skip
+        ax.set_title(_cell_label(cell.iloc[0], runs.swept))
+        ax.set_xlabel("target tokens seen")
+        ax.set_ylabel("validation loss")
+    _legend(fig, axes)
+    return fig
+
+
+def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
+    """Gain of encdec_vocab and three_way over none vs source-target subword overlap."""
+    needed = {"overlap_mean", "val_loss_delta_vs_none"}
+    if summary.empty or not needed <= set(summary.columns):
+        raise NoData("no run recorded its task's overlap together with a none baseline")
+    rows = summary[summary["sharing"].isin(["encdec_vocab", "three_way"])]
+    rows = rows.dropna(subset=["overlap_mean", "val_loss_delta_vs_none"])
+    if rows["overlap_mean"].nunique() < 2:
+        raise NoData("encdec_vocab / three_way ran against none at fewer than two overlaps")
+    metrics = [("val_loss_delta_vs_none", "Δ validation loss vs none (lower is better)")]
+    if "bleu_delta_vs_none" in rows and rows["bleu_delta_vs_none"].notna().any():
+        metrics.append(("bleu_delta_vs_none", "Δ BLEU vs none"))
+    fig, axes = _panels(len(metrics))
+    for ax, (column, label) in zip(axes, metrics, strict=True):
+        for sharing, group in rows.groupby("sharing", sort=False):
+            group = group.sort_values("overlap_mean")
+            style = strategy_style(sharing)
+            ax.plot(group["overlap_mean"], group[column], color=style["color"], marker=style["marker"],
+                    markersize=4, linewidth=1, label=sharing)  # fmt: skip
+        ax.axhline(0, color="0.6", linewidth=0.6)
+        ax.set_xlabel("source-target subword overlap (Jaccard)")
+        ax.set_ylabel(label)
+    _legend(fig, axes)
+    return fig
+
+
+def quality_vs_throughput(runs: Runs, summary: pd.DataFrame) -> Figure:
+    """Validation loss vs training throughput, per task."""
+    needed = {"train_tokens_per_s_mean", "val_loss_mean"}
+    if summary.empty or not needed <= set(summary.columns) or len(summary) < 2:
+        raise NoData("fewer than two completed cells report throughput and loss")
+    groups = list(summary.groupby(["task", "model", *runs.swept], dropna=False, sort=False))
+    fig, axes = _panels(len(groups))
+    for ax, (_, cell) in zip(axes, groups, strict=True):
+        for _, row in cell.iterrows():
+            ax.errorbar(
+                row["train_tokens_per_s_mean"] / 1e3,
+                row["val_loss_mean"],
+                xerr=row.get("train_tokens_per_s_ci95") / 1e3
+                if pd.notna(row.get("train_tokens_per_s_ci95"))
+                else None,
+                yerr=row.get("val_loss_ci95") if pd.notna(row.get("val_loss_ci95")) else None,
+                linestyle="none",
+                capsize=2,
+                markersize=5,
+                label=row["sharing"],
+                **strategy_style(row["sharing"]),
+            )
+        ax.set_title(_cell_label(cell.iloc[0], runs.swept))
+        ax.set_xlabel("training throughput (k target tokens/s)")
+        ax.set_ylabel("validation loss")
+    _legend(fig, axes)
+    return fig
+
+
+FIGURES: dict[str, Callable[[Runs, pd.DataFrame], Figure]] = {
+    "tradeoff_loss": tradeoff_loss,
+    "tradeoff_bleu": tradeoff_bleu,
+    "param_budget": param_budget,
+    "softmax_cost": softmax_cost,
+    "learning_curves": learning_curves,
+    "vocab_overlap": vocab_overlap,
+    "quality_vs_throughput": quality_vs_throughput,
+}
+
+
+def draw(name: str, runs: Runs, summary: pd.DataFrame) -> Figure:
+    with plt.rc_context(STYLE):
+        return FIGURES[name](runs, summary)
+
+
+def save(fig: Figure, folder: Path, name: str) -> dict[str, Path]:
+    """PNG and PDF side by side; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {ext: folder / f"{name}.{ext}" for ext in ("png", "pdf")}
+    with plt.rc_context(STYLE):
+        for path in paths.values():
+            fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def describe(name: str) -> str:
+    return (FIGURES[name].__doc__ or "").strip()
