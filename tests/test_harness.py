@@ -232,3 +232,24 @@ def test_seed_everything_makes_model_init_repeatable():
     a = torch.randn(4)
     seed_everything(3, True)
     assert torch.equal(a, torch.randn(4))
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    config = smoke_config(tmp_path, precision="bf16")
+    record = run_job(config, JobContext(tmp_path / "run", "smoke", "s"))
+    assert record["status"] == "completed"
+    for key in CONTRACT_METRICS:
+        assert math.isfinite(record["metrics"][key]), key
+    fp32 = run_job(smoke_config(tmp_path), JobContext(tmp_path / "fp32", "smoke", "s"))
+    assert record["metrics"]["val_loss"] != fp32["metrics"]["val_loss"]  # it really ran in bf16
+    assert abs(record["metrics"]["val_loss"] - fp32["metrics"]["val_loss"]) < 0.5
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    eager = run_job(smoke_config(tmp_path), JobContext(tmp_path / "eager", "smoke", "s"))
+    compiled = run_job(
+        smoke_config(tmp_path, compile=True), JobContext(tmp_path / "c", "smoke", "s")
+    )
+    assert compiled["status"] == "completed"
+    assert compiled["metrics"]["val_loss"] == pytest.approx(eager["metrics"]["val_loss"], abs=1e-3)

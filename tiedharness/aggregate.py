@@ -78,7 +78,7 @@ def load_runs(results_dir: Path | str, with_history: bool = True) -> Runs:
     """Every run.json below `results_dir` (a sweep, an experiment, or all results)."""
     results_dir = Path(results_dir)
     rows, warnings, histories = [], [], []
-    for path in sorted(results_dir.rglob("run.json")):
+    for path in sorted(results_dir.rglob("run.json"), key=_natural):
         try:
             record = json.loads(path.read_text())
             if not isinstance(record, dict) or "status" not in record:
@@ -95,6 +95,11 @@ def load_runs(results_dir: Path | str, with_history: bool = True) -> Runs:
     if not rows:
         warnings.append(f"no run.json found below {results_dir}")
     return _runs(rows, warnings, histories)
+
+
+def _natural(path: Path) -> tuple:
+    """Sort key: job folders in numeric order (2 before 10)."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
 
 
 def _load_history(path: Path, run_id: str, warnings: list[str]) -> pd.DataFrame:
