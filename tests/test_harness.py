@@ -253,3 +253,23 @@ def test_compiled_training_matches_eager(tmp_path):
     )
     assert compiled["status"] == "completed"
     assert compiled["metrics"]["val_loss"] == pytest.approx(eager["metrics"]["val_loss"], abs=1e-3)
+
+
+def test_parallel_jobs_divide_the_cores():
+    import os
+
+    from tiedharness.cli import _parallel_jobs
+    from tiedharness.run import torch_threads
+
+    assert _parallel_jobs({"n_jobs": 3}) == 3
+    assert _parallel_jobs({"n_jobs": -1}) == os.cpu_count()
+    assert (
+        _parallel_jobs({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})
+        == 1
+    )
+    before = torch.get_num_threads()
+    try:
+        assert torch_threads(None, 64) == 1 and torch.get_num_threads() == 1
+        assert torch_threads(3, 64) == 3
+    finally:
+        torch.set_num_threads(before)

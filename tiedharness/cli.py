@@ -175,7 +175,7 @@ def _parallel_jobs(launcher: dict) -> int:
     """How many jobs share this machine: joblib's workers (-1: one per core)."""
     n_jobs = launcher.get("n_jobs")
     if isinstance(n_jobs, int) and n_jobs != 0:
-        return os.cpu_count() or 1 if n_jobs < 0 else n_jobs
+        return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
     return 1
 
 
