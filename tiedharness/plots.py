@@ -256,6 +256,9 @@ def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
             style = strategy_style(sharing)
             ax.plot(group["overlap_mean"], group[column], color=style["color"], marker=style["marker"],
                     markersize=4, linewidth=1, label=sharing)  # fmt: skip
+            for _, point in group.iterrows():  # which pair each point is
+                ax.annotate(point["task"], (point["overlap_mean"], point[column]), fontsize=5,
+                            xytext=(3, 3), textcoords="offset points", color="0.35")  # fmt: skip
         ax.axhline(0, color="0.6", linewidth=0.6)
         ax.set_xlabel("source-target subword overlap (Jaccard)")
         ax.set_ylabel(label)
