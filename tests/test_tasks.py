@@ -146,7 +146,7 @@ def test_lm_windows_predict_every_token_once(tmp_path):
 def test_unknown_task_and_option_are_named():
     with pytest.raises(ValueError, match="unknown task 'wmt'; known: bible_lm"):
         make_task({"name": "wmt"})
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['overlap'\] for task copy"):
+    with pytest.raises(ValueError, match=r"unknown task copy option\(s\) \['overlap'\]"):
         make_task({"name": "copy", "overlap": 0.5})
 
 

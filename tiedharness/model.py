@@ -11,12 +11,14 @@ Shapes: B batch, S source length, T target length, d model width, H heads, V voc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from tiedharness.config import reject_unknown
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # every task's tokenizer reserves these ids
 
@@ -58,12 +60,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown model option(s) {unknown}; known: {', '.join(sorted(known))}"
-            )
+        reject_unknown("model", values, cls)
         return cls(**values)
 
 

@@ -93,6 +93,26 @@ def pareto_front(points: list[tuple[float, float]], maximize: bool = False) -> l
 # ---------------------------------------------------------------------------- figures
 
 
+def _point(ax, row: pd.Series, x: str, x_scale: float, y: str) -> None:
+    """One summary cell as a marker with its 95% CIs (where there are several seeds)."""
+
+    def ci(metric: str, scale: float = 1.0) -> float | None:
+        value = row.get(f"{metric}_ci95")
+        return value / scale if pd.notna(value) else None
+
+    ax.errorbar(
+        row[f"{x}_mean"] / x_scale,
+        row[f"{y}_mean"],
+        xerr=ci(x, x_scale),
+        yerr=ci(y),
+        linestyle="none",
+        capsize=2,
+        markersize=5,
+        label=row["sharing"],
+        **strategy_style(row["sharing"]),
+    )
+
+
 def _tradeoff(summary: pd.DataFrame, runs: Runs, metric: str, label: str, maximize: bool) -> Figure:
     col = f"{metric}_mean"
     if summary.empty or col not in summary or summary[col].notna().sum() < 2:
@@ -102,16 +122,7 @@ def _tradeoff(summary: pd.DataFrame, runs: Runs, metric: str, label: str, maximi
     fig, axes = _panels(len(groups))
     for ax, (_, cell) in zip(axes, groups, strict=True):
         for _, row in cell.iterrows():
-            ax.errorbar(
-                row["params_total_mean"] / 1e6,
-                row[col],
-                yerr=row.get(f"{metric}_ci95") if pd.notna(row.get(f"{metric}_ci95")) else None,
-                linestyle="none",
-                capsize=2,
-                markersize=5,
-                label=row["sharing"],
-                **strategy_style(row["sharing"]),
-            )
+            _point(ax, row, "params_total", 1e6, metric)
         front = pareto_front(
             list(zip(cell["params_total_mean"] / 1e6, cell[col], strict=True)), maximize
         )
@@ -275,19 +286,7 @@ def quality_vs_throughput(runs: Runs, summary: pd.DataFrame) -> Figure:
     fig, axes = _panels(len(groups))
     for ax, (_, cell) in zip(axes, groups, strict=True):
         for _, row in cell.iterrows():
-            ax.errorbar(
-                row["train_tokens_per_s_mean"] / 1e3,
-                row["val_loss_mean"],
-                xerr=row.get("train_tokens_per_s_ci95") / 1e3
-                if pd.notna(row.get("train_tokens_per_s_ci95"))
-                else None,
-                yerr=row.get("val_loss_ci95") if pd.notna(row.get("val_loss_ci95")) else None,
-                linestyle="none",
-                capsize=2,
-                markersize=5,
-                label=row["sharing"],
-                **strategy_style(row["sharing"]),
-            )
+            _point(ax, row, "train_tokens_per_s", 1e3, "val_loss")
         ax.set_title(_cell_label(cell.iloc[0], runs.swept))
         ax.set_xlabel("training throughput (k target tokens/s)")
         ax.set_ylabel("validation loss")

@@ -15,11 +15,12 @@ Adding a strategy: one registered function here and one YAML file in `conf/shari
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
+from tiedharness.config import reject_unknown
 from tiedharness.model import ARCHITECTURES, ModelConfig, Transformer, Vocab
 
 
@@ -51,9 +52,9 @@ class SharingConfig:
     def from_dict(cls, values: dict[str, Any]) -> SharingConfig:
         values = dict(values)
         values.pop("name", None)  # accepted for readability, always derived
-        _reject_unknown("sharing", values, cls)
+        reject_unknown("sharing", values, cls)
         cross = dict(values.pop("cross_layer", None) or {})
-        _reject_unknown("sharing.cross_layer", cross, CrossLayerOptions)
+        reject_unknown("sharing.cross_layer", cross, CrossLayerOptions)
         strategies = values.pop("strategies", [])
         if isinstance(strategies, str):
             strategies = [strategies]
@@ -68,13 +69,6 @@ class SharingNotApplicable(ValueError):
     """A strategy does not apply to this model or vocabulary (an encoder tie on an LM,
     positional with sinusoidal positions, encdec_vocab without a joint vocabulary).
     A sweep records such a cell as skipped; a single run fails with the message."""
-
-
-def _reject_unknown(where: str, values: dict, schema: type) -> None:
-    known = {f.name for f in fields(schema)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {where} option(s) {unknown}; known: {', '.join(sorted(known))}")
 
 
 # ---------------------------------------------------------------------------- context

@@ -16,12 +16,13 @@ import statistics
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tiedharness.config import reject_unknown
 from tiedharness.decoding import greedy_continue, greedy_translate
 from tiedharness.metrics import (
     bleu_chrf,
@@ -84,12 +85,7 @@ class TrainerConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown trainer option(s) {unknown}; known: {', '.join(sorted(known))}"
-            )
+        reject_unknown("trainer", values, cls)
         return cls(**values)
 
 

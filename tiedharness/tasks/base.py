@@ -6,8 +6,10 @@ A task is a registered `Task` subclass with a config dataclass and `conf/task/<n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from tiedharness.config import reject_unknown
 
 SPLITS = ("train", "valid", "test")
 
@@ -82,10 +84,5 @@ def make_task(values: dict[str, Any]) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
     cls = TASKS[name]
-    known = {f.name for f in fields(cls.Config)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {unknown} for task {name}; known: {', '.join(sorted(known))}"
-        )
+    reject_unknown(f"task {name}", values, cls.Config)
     return cls(cls.Config(**values))
