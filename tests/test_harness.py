@@ -273,3 +273,23 @@ def test_parallel_jobs_divide_the_cores():
         assert torch_threads(3, 64) == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_language_model_task_trains_through_the_same_loop(tmp_path):
+    lines = [
+        f"and the man {i % 13} said unto the woman {i % 7} that it was good" for i in range(300)
+    ]
+    (tmp_path / "train.txt").write_text("\n".join(lines))
+    (tmp_path / "valid.txt").write_text("\n".join(lines[:30]))
+    config = smoke_config(tmp_path)
+    config["task"] = {"name": "text_lm", "data_dir": str(tmp_path), "vocab_size": 120,
+                      "block_size": 32, "max_tokens": 512, "cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    config["sharing"] = {"strategies": ["embed_output"]}
+    record = run_job(config, JobContext(tmp_path / "run", "lm", "s"))
+    assert record["status"] == "completed", record["error"]
+    metrics = record["metrics"]
+    assert record["model"] == "custom" and "vocab_size_src" not in metrics
+    for key in (*CONTRACT_METRICS, "val_ppl", "infer_tokens_per_s"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["val_ppl"] == pytest.approx(math.exp(metrics["val_loss"]))
+    assert record["params"]["by_component"]["output_projection"] == 0  # tied to the embedding

@@ -338,11 +338,13 @@ class Trainer:
 
     def static_metrics(self) -> dict[str, float]:
         vocab, d = self.data.vocab, self.model.cfg.d_model
-        return {
-            "vocab_size_src": vocab.src_size if self.model.arch == "encdec" else 0,
+        metrics = {
             "vocab_size_tgt": vocab.tgt_size,
             "softmax_flops_per_token": softmax_flops_per_token(d, vocab.tgt_size),
         }
+        if self.model.arch == "encdec":  # an LM has no source side
+            metrics["vocab_size_src"] = vocab.src_size
+        return metrics
 
     def profile_step(self, batch: Batch, reps: int = 3) -> dict[str, float]:
         """The output layer's share of a training step (forward + backward; the optimizer
