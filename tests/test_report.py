@@ -233,3 +233,20 @@ def test_pareto_front():
         (1, 10.0),
         (2, 20.0),
     ]
+
+
+def test_report_logs_figures_and_table_back_to_the_sweeps_wandb_group(smoke_sweep, tmp_path):
+    _, sweep = smoke_sweep
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    exe = shutil.which("tiedharness-report", path=str(Path(sys.executable).parent))
+    out = subprocess.run([exe, str(sweep), "--out", str(tmp_path), "--log-to-wandb"],
+                         capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    info = wandb_offline.run_info(run_file)
+    record = json.loads((sweep / "0" / "run.json").read_text())
+    assert info["group"] == record["sweep_id"] and info["job_type"] == "report"
+    logged = {k.split("/")[0] for row in wandb_offline.history(run_file) for k in row if "/" in k}
+    assert logged == SMOKE_FIGURES | {"summary"}
+    table = next(r for r in wandb_offline.history(run_file) if "summary/nrows" in r)
+    assert table["summary/nrows"] == 5
