@@ -88,3 +88,15 @@ def test_task_batches_cover_the_split(bible):
     assert sum(b.target_tokens for b in batches) == bible.stats["splits"]["valid"][
         "tgt_tokens"
     ] + len(bible.splits["valid"])
+
+
+def test_limited_batches_are_the_first_ones_and_the_stats_count_them(bible):
+    first_two = bible.batches("valid", limit=2)
+    assert len(first_two) == 2
+    for a, b in zip(first_two, bible.batches("valid")[:2], strict=True):
+        assert torch.equal(a.indices, b.indices) and torch.equal(a.src, b.src)
+    train = bible.splits["train"].sizes()
+    expected = token_batches(
+        *train, bible.task.cfg.max_tokens, shuffle=True, seed=bible.task.cfg.seed
+    )
+    assert bible.stats["train_batches"] == len(expected)

@@ -53,9 +53,17 @@ def test_smoke_sweep_completes_with_the_contract(smoke):
             assert isinstance(r["params"][key], int) and r["params"][key] > 0
         for key in CONTRACT_METRICS:
             assert math.isfinite(r["metrics"][key]), key
+        history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+        m = r["metrics"]
+        assert m["steps"] == 12 and m["tokens"] == history[-1]["tokens"] > 0
+        assert 0 < m["train_loss"] < 10 and m["val_ppl"] == pytest.approx(math.exp(m["val_loss"]))
+        for key in ("infer_tokens_per_s", "wall_s", "peak_mem_mb", "test_loss"):
+            assert math.isfinite(m[key]) and m[key] > 0, key
+        for key in ("bleu", "chrf", "exact_match", "test_bleu", "test_chrf", "test_exact_match"):
+            assert 0 <= m[key] <= (1 if "exact" in key else 100), key
+        assert m["wall_s"] >= m["tokens"] / m["train_tokens_per_s"]  # the job contains its training
         assert 0 < r["metrics"]["softmax_flops_share"] < 1
         assert r["metrics"]["softmax_time_share"] > 0  # a timing: its bound is not tested
-        history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
         assert [h["step"] for h in history] == sorted(h["step"] for h in history)
         assert history[-1]["val_loss"] == r["metrics"]["val_loss"]
     # one line per job, and the W&B sync hint
@@ -180,6 +188,7 @@ def test_softmax_flops_share_is_the_output_layers_counted_share(tmp_path):
 
     flops = count_flops(step)
     assert reported == module_share(flops, "EncoderDecoder.output")
+    assert record["metrics"]["step_flops"] == flops["Global"]
     # the output layer: forward 2·N·d·V, backward twice that (input and weight gradients)
     n_positions = batch.tgt_in.numel()
     d, vocab = model.cfg.d_model, data.vocab.tgt_size

@@ -349,7 +349,6 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab: Vocab) -> None:
         super().__init__()
         self.cfg, self.vocab = cfg, vocab
-        self.ties: list[list[str]] = []  # filled by tiedharness.sharing: paths that are one
 
     def new_cache(self) -> list[dict]:
         """An empty KV cache, one slot per decoder layer position."""

@@ -140,7 +140,6 @@ class SharingContext:
                         f"with {path} {tuple(other.shape)}: shapes differ"
                     )
                 _set_path(self.model, path, canonical)
-        self.model.ties = self._modules.groups() + self._params.groups()
 
 
 def _set_path(model: nn.Module, path: str, value: nn.Module) -> None:

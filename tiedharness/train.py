@@ -257,8 +257,7 @@ class Trainer:
         """Mean cross-entropy per target token, without label smoothing."""
         self.model.eval()
         total, count = 0.0, 0
-        batches = self.data.batches(split)
-        for batch in batches[: self.cfg.eval_batches or None]:
+        for batch in self.data.batches(split, limit=self.cfg.eval_batches or None):
             batch = batch.to(self.device)
             with self.autocast():
                 logits = self.model(*model_inputs(self.model, batch))

@@ -53,14 +53,18 @@ class TaskData:
     build_s: float = 0.0
 
     def batches(
-        self, split: str, max_tokens: int | None = None, shuffle: bool = False, seed: int = 0
+        self,
+        split: str,
+        max_tokens: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        limit: int | None = None,
     ) -> list[Batch]:
+        """The split's batches; with `limit`, only the first `limit` are collated."""
         data = self.splits[split]
-        src_sizes, tgt_sizes = data.sizes()
         budget = max_tokens or self.task.cfg.max_tokens
-        return [
-            collate(data, idx) for idx in token_batches(src_sizes, tgt_sizes, budget, shuffle, seed)
-        ]
+        indices = token_batches(*data.sizes(), budget, shuffle, seed)
+        return [collate(data, idx) for idx in indices[:limit]]
 
 
 def cache_root(configured: str | None) -> Path:
