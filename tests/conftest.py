@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiedharness.model import ModelConfig, Transformer, Vocab
-from tiedharness.sharing import STRATEGIES, SharingConfig, build_model
+from tiedharness.model.config import ModelConfig
+from tiedharness.model.sharing import STRATEGIES, SharingConfig, build_model
+from tiedharness.model.transformer import Transformer
+from tiedharness.vocab import Vocab
 
 # One data cache for the whole test session (subprocesses inherit it), never ~/.cache.
 os.environ["TIEDHARNESS_CACHE"] = tempfile.mkdtemp(prefix="tiedharness-test-cache-")
@@ -25,7 +27,7 @@ LM_STRATEGIES = [name for name, s in STRATEGIES.items() if not s.needs_encoder]
 
 
 def tiny_cfg(**overrides) -> ModelConfig:
-    return ModelConfig(**{**TINY, **overrides})
+    return ModelConfig(**{"arch": "encdec", **TINY, **overrides})
 
 
 def tiny_model(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tiedharness.model import BOS_ID, EOS_ID, PAD_ID
-from tiedharness.tasks import build_task
 from tiedharness.tasks.batching import (
     EncodedSplit,
     Packed,
@@ -14,6 +12,8 @@ from tiedharness.tasks.batching import (
     padding_fraction,
     token_batches,
 )
+from tiedharness.tasks.data import build_task
+from tiedharness.vocab import BOS_ID, EOS_ID, PAD_ID
 
 
 @pytest.fixture(scope="module")

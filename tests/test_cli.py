@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tiedharness.sharing import STRATEGIES
+from tiedharness.model.sharing import STRATEGIES
 
 
 def params_cli(*args: str) -> subprocess.CompletedProcess:
@@ -66,7 +66,10 @@ def test_separate_vocabularies_refuse_encdec_vocab_with_the_fix():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["sharing=qkv", "sharing.strategies=[tied_everything]"], "known: all, cross_layer"),
+        (
+            ["sharing=qkv", "sharing.strategies=[tied_everything]"],
+            "known: none, embed_output, encdec_vocab",
+        ),
         (["sharing=three_way", "model.arch=lm"], "decoder-only LM with no encoder"),
         (["sharing=cross_layer", "sharing.cross_layer.unique=5"], "does not fit a stack of 3"),
         (["format=xml"], "format=xml is not one of table, json"),

@@ -1,67 +1,159 @@
-"""The config tree: every option of every group composes and builds."""
+"""The config tree: each group composes against its schema, every default is written
+once, every option composes and builds, and bad values are refused by name."""
 
 from __future__ import annotations
 
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from tiedharness.cli import CONF_DIR, sharing_options, vocab_from_cfg
-from tiedharness.model import ModelConfig
-from tiedharness.params import param_report
-from tiedharness.sharing import STRATEGIES, SharingConfig
+from tiedharness.cli import CONF_DIR
+from tiedharness.cli.params import vocab_from_cfg
+from tiedharness.config import GROUP_SCHEMAS, JobConfig
+from tiedharness.model.config import Arch, ModelConfig
+from tiedharness.model.names import STRATEGY_NAMES
+from tiedharness.model.params import param_report
+from tiedharness.model.sharing import STRATEGIES
+from tiedharness.tasks import TASKS, task_schema
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
 
 
-def test_every_strategy_has_one_yaml_and_every_yaml_one_strategy():
-    assert options("sharing") == sorted(STRATEGIES)
-    for name, sharing in sharing_options().items():
+def compose_app(app: str, *overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(app, overrides=list(overrides), return_hydra_config=hydra)
+
+
+def test_every_strategy_is_registered_named_and_has_one_yaml():
+    assert list(STRATEGIES) == list(STRATEGY_NAMES)
+    assert options("sharing") == sorted(STRATEGY_NAMES)
+    for name in STRATEGY_NAMES:
+        sharing = OmegaConf.to_object(compose_app("params", f"sharing={name}").sharing)
         assert sharing.strategies == ([] if name == "none" else [name])
 
 
 @pytest.mark.parametrize("model", options("model"))
 @pytest.mark.parametrize("sharing", options("sharing"))
 def test_every_model_and_sharing_option_composes_and_builds(model, sharing):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("params", overrides=[f"model={model}", f"sharing={sharing}"])
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    report = param_report(
-        ModelConfig.from_dict(plain["model"]),
-        vocab_from_cfg(cfg),
-        SharingConfig.from_dict(plain["sharing"]),
-    )
+    cfg = compose_app("params", f"model={model}", f"sharing={sharing}")
+    model_cfg = OmegaConf.to_object(cfg.model).resolved(Arch.encdec)
+    report = param_report(model_cfg, vocab_from_cfg(cfg), OmegaConf.to_object(cfg.sharing))
     assert 0 < report.total <= report.untied_total
     assert (report.total < report.untied_total) == (sharing != "none")
 
 
 def test_presets_have_the_documented_dimensions():
-    def load(name: str) -> ModelConfig:
-        return ModelConfig.from_dict(
-            OmegaConf.to_container(OmegaConf.load(f"{CONF_DIR}/model/{name}.yaml"))
+    def preset(name: str) -> ModelConfig:
+        return OmegaConf.to_object(compose_app("params", f"model={name}").model)
+
+    shape = lambda m: (m.d_model, m.d_ff, m.n_heads, m.enc_layers, m.dec_layers, m.max_len)  # noqa: E731
+    assert shape(preset("tiny")) == (32, 64, 4, 2, 2, 64)
+    assert shape(preset("small")) == (256, 1024, 4, 3, 3, 256)
+    assert shape(preset("base")) == (512, 2048, 8, 6, 6, 512)
+    assert shape(preset("big")) == (1024, 4096, 16, 6, 6, 512)
+    assert preset("big").dropout == 0.3 and preset("base").dropout == 0.1
+    assert preset("small").positions == "learned"  # so every strategy of the grid applies
+
+
+# ---------------------------------------------------------------------------- one definition
+
+
+def schema_of(group: str, option: str):
+    """The schema object a group option starts from (a task's carries its name)."""
+    if group == "task":
+        return task_schema(
+            OmegaConf.load(Path(CONF_DIR) / "task" / f"{option}.yaml").defaults[0][7:]
         )
+    return GROUP_SCHEMAS[group]()
 
-    base, big = load("base"), load("big")
-    assert (base.d_model, base.d_ff, base.n_heads, base.enc_layers, base.dec_layers) == (
-        512,
-        2048,
-        8,
-        6,
-        6,
-    )
-    assert (big.d_model, big.d_ff, big.n_heads, big.enc_layers, big.dec_layers) == (
-        1024,
-        4096,
-        16,
-        6,
-        6,
-    )
-    assert load("small").positions == "learned"  # so every strategy of the grid applies
 
+def repeated_defaults(values: dict, schema, prefix: str) -> list[str]:
+    """Keys of `values` whose value equals the schema's default (recursively)."""
+    found = []
+    for key, value in values.items():
+        default = getattr(schema, key)
+        if is_dataclass(default) and isinstance(value, dict):
+            found += repeated_defaults(value, default, f"{prefix}{key}.")
+        elif (
+            OmegaConf.to_container(OmegaConf.create({"v": default}), enum_to_str=True)["v"] == value
+        ):
+            found.append(f"{prefix}{key}")
+    return found
+
+
+@pytest.mark.parametrize("group", ["task", *GROUP_SCHEMAS])
+def test_group_options_start_from_their_schema_and_repeat_no_default(group):
+    for option in options(group):
+        raw = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / group / f"{option}.yaml"))
+        expected = f"schema_{option}" if group == "task" else "schema"
+        assert raw.pop("defaults") == [expected, "_self_"], f"{group}/{option}"
+        schema = schema_of(group, option)
+        assert repeated_defaults(raw, schema, f"{group}.") == [], f"{group}/{option}"
+
+
+def test_every_registered_task_has_a_yaml_and_composes_to_its_schema():
+    assert options("task") == sorted(TASKS)
+    for name in TASKS:
+        task = OmegaConf.to_object(compose_app("data", f"task={name}").task)
+        assert type(task) is TASKS[name].Config
+        assert task == task_schema(name)
+
+
+# ---------------------------------------------------------------------------- bad values
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("trainer.lr_rate=1", "trainer.lr_rate"),
+        ("trainer.max_steps=abc", "trainer.max_steps"),
+        ("model.norm=middle", "model.norm"),
+        ("task.overlap=x", "task.overlap"),
+        ("sharing.cross_layer.plan=zigzag", "sharing.cross_layer.plan"),
+        ("logger.wandb.mode=sometimes", "logger.wandb.mode"),
+    ],
+)
+def test_composition_refuses_unknown_keys_wrong_types_and_choices(override, named):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_app("train", override)
+    assert named in f"{err.value} {err.value.__cause__}"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.d_model=0", "model.d_model=0: must be > 0"),
+        ("model.n_heads=3", "must be divisible by model.n_heads=3"),
+        ("model.dropout=1.5", "model.dropout=1.5: must lie in [0, 1]"),
+        ("trainer.lr=-1", "trainer.lr=-1.0: must be > 0"),
+        ("trainer.max_steps=null", "the training budget is unbounded"),
+        ("task.overlap=2", "task.overlap=2.0: must lie in [0, 1]"),
+        ("sharing.strategies=[qkvz]", "unknown strategy 'qkvz'"),
+    ],
+)
+def test_impossible_values_are_refused_when_the_job_builds_its_config(override, message):
+    with pytest.raises(ValueError) as err:
+        JobConfig.from_config(compose_app("train", override))
+    assert message in str(err.value)
+
+
+def test_an_explicit_arch_that_contradicts_the_task_is_an_error_not_replaced():
+    from tiedharness.tasks import make_task
+
+    job = JobConfig.from_config(compose_app("train", "task=bible_lm", "model.arch=encdec"))
+    with pytest.raises(ValueError, match=r"model\.arch=encdec does not fit this task"):
+        job.model_for(make_task(job.task))
+    auto = JobConfig.from_config(compose_app("train", "task=bible_lm"))
+    assert auto.model_for(make_task(auto.task)).arch == "lm"
+
+
+# ---------------------------------------------------------------------------- studies, launchers
 
 TRAIN_GROUPS = ["task", "model", "sharing", "trainer", "logger", "task_variant", "experiment"]
 LAUNCHERS = {
@@ -72,32 +164,15 @@ LAUNCHERS = {
 }
 
 
-def compose_train(*overrides: str, hydra: bool = False):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
-
-
-def check_train_config(cfg) -> None:
-    """Every part of a composed training config parses into the objects the harness uses."""
-    from tiedharness.tasks import make_task
-    from tiedharness.train import TrainerConfig
-
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    make_task(plain["task"])
-    ModelConfig.from_dict(plain["model"])
-    SharingConfig.from_dict(plain["sharing"])
-    TrainerConfig.from_dict(plain["trainer"])
-    assert set(plain["logger"]) == {"wandb"}
-
-
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in TRAIN_GROUPS for o in options(g)])
-def test_every_option_of_every_training_group_composes(group, option):
-    check_train_config(compose_train(f"{group}={option}"))
+def test_every_option_of_every_training_group_builds_its_objects(group, option):
+    job = JobConfig.from_config(compose_app("train", f"{group}={option}"))
+    assert [f.name for f in fields(job)] == ["task", "model", "sharing", "trainer", "logger"]
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_study_cell_composes(experiment):
-    cfg = compose_train(f"experiment={experiment}", hydra=True)
+    cfg = compose_app("train", f"experiment={experiment}", hydra=True)
     assert cfg.experiment_name == experiment
     params = cfg.hydra.sweeper.params
     assert params, f"{experiment} sweeps nothing"
@@ -106,10 +181,17 @@ def test_every_study_cell_composes(experiment):
     for key, values in params.items():
         for value in str(values).split(","):
             overrides = [f"{k}={value if k == key else v}" for k, v in first.items()]
-            check_train_config(compose_train(f"experiment={experiment}", *overrides))
+            JobConfig.from_config(compose_app("train", f"experiment={experiment}", *overrides))
 
 
 @pytest.mark.parametrize(("launcher", "target"), list(LAUNCHERS.items()))
 def test_every_launcher_composes(launcher, target):
-    cfg = compose_train(f"hydra/launcher={launcher}", hydra=True)
+    cfg = compose_app("train", f"hydra/launcher={launcher}", hydra=True)
     assert cfg.hydra.launcher._target_.endswith(target)
+
+
+def test_help_names_the_command():
+    for app, command in [("train", "tiedharness-train"), ("params", "tiedharness-params")]:
+        cfg = compose_app(app, hydra=True)
+        assert cfg.hydra.help.app_name == command
+        assert "powered by Hydra" not in cfg.hydra.help.header

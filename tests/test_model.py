@@ -6,8 +6,10 @@ import pytest
 import torch
 from conftest import LM_STRATEGIES, VOCAB, batch, run, tiny_cfg, tiny_model
 
-from tiedharness.decoding import greedy_continue, greedy_translate
-from tiedharness.model import PAD_ID, ModelConfig, SinusoidalPositions
+from tiedharness.model.config import ModelConfig
+from tiedharness.model.decoding import greedy_continue, greedy_translate
+from tiedharness.model.transformer import SinusoidalPositions
+from tiedharness.vocab import PAD_ID
 
 VARIANTS = [
     {},
@@ -137,9 +139,11 @@ def test_post_ln_has_no_final_norm_and_pre_ln_has_one():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"norm": "sandwich"}, "model.norm='sandwich' is not one of pre, post"),
-        ({"d_model": 30}, "not divisible by model.n_heads=4"),
-        ({"arch": "decoder"}, "model.arch='decoder' is not one of encdec, lm"),
+        ({"norm": "sandwich"}, "model.norm='sandwich': must be one of pre, post"),
+        ({"d_model": 30}, "model.d_model=30: must be divisible by model.n_heads=4"),
+        ({"arch": "decoder"}, "model.arch='decoder': must be one of auto, encdec, lm"),
+        ({"dropout": 1.5}, r"model.dropout=1.5: must lie in \[0, 1\]"),
+        ({"d_ff": 0}, "model.d_ff=0: must be > 0"),
     ],
 )
 def test_bad_model_options_are_named(override, message):
@@ -148,5 +152,7 @@ def test_bad_model_options_are_named(override, message):
 
 
 def test_unknown_model_option_is_named():
-    with pytest.raises(ValueError, match=r"unknown model option\(s\) \['layers'\]"):
-        ModelConfig.from_dict({"layers": 6})
+    from tiedharness.schema import from_values
+
+    with pytest.raises(KeyError, match="Key 'layers' not in 'ModelConfig'"):
+        from_values(ModelConfig, {"layers": 6})

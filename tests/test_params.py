@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from conftest import LM_STRATEGIES, TINY, VOCAB, tiny_cfg, tiny_model
 
-from tiedharness.model import ModelConfig, Vocab
-from tiedharness.params import count_params, param_report
-from tiedharness.sharing import STRATEGIES, SharingConfig
+from tiedharness.model.config import ModelConfig
+from tiedharness.model.params import count_params, param_report
+from tiedharness.model.sharing import STRATEGIES, SharingConfig
+from tiedharness.vocab import Vocab
 
 BASE_POST_SINUSOIDAL = ModelConfig(
-    d_model=512, n_heads=8, d_ff=2048, enc_layers=6, dec_layers=6,
+    arch="encdec", d_model=512, n_heads=8, d_ff=2048, enc_layers=6, dec_layers=6,
     norm="post", positions="sinusoidal", max_len=512,
 )  # fmt: skip
 

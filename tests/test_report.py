@@ -11,9 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import wandb_offline
 
-from tiedharness import plots, wandb_offline
-from tiedharness.aggregate import ci95, load_runs, record_from_wandb, record_to_row, summarize
+from tiedharness.analysis import plots
+from tiedharness.analysis.aggregate import (
+    ci95,
+    load_runs,
+    record_from_wandb,
+    record_to_row,
+    summarize,
+)
+from tiedharness.tracking.record import RunRecord
 
 SMOKE_FIGURES = {"tradeoff_loss", "tradeoff_bleu", "param_budget", "learning_curves",
                  "quality_vs_throughput"}  # fmt: skip
@@ -187,7 +195,10 @@ def test_summary_statistics_over_seeds(tmp_path):
     s = summarize(runs).set_index(["sharing", "task.overlap"])
     assert s.loc[("none", 0.5), "n"] == 3 and s.loc[("none", 0.5), "val_loss_mean"] == 3.0
     assert s.loc[("none", 0.5), "val_loss_std"] == 1.0
-    assert s.loc[("none", 0.5), "val_loss_ci95"] == pytest.approx(4.303 / math.sqrt(3))
+    t_975_df2 = 4.303  # Student's t table
+    assert s.loc[("none", 0.5), "val_loss_ci95"] == pytest.approx(
+        t_975_df2 / math.sqrt(3), rel=1e-4
+    )
     assert s.loc[("qkv", 0.5), "val_loss_mean"] == 1.5  # the failed seed is not averaged in
     assert s.loc[("qkv", 0.5), "val_loss_delta_vs_none"] == -1.5
     assert s.loc[("qkv", 0.0), "val_loss_delta_vs_none"] == -2.0  # against none of its own cell
@@ -195,16 +206,17 @@ def test_summary_statistics_over_seeds(tmp_path):
 
 
 def test_ci95_uses_student_t():
-    assert ci95(1.0, 2) == pytest.approx(12.706 / math.sqrt(2))
-    assert ci95(2.0, 31) == pytest.approx(2.042 * 2 / math.sqrt(31))
-    assert ci95(2.0, 100) == pytest.approx(1.96 * 2 / 10)
+    # t quantiles from a printed table (0.975, df = 1, 30, 99)
+    assert ci95(1.0, 2) == pytest.approx(12.706 / math.sqrt(2), rel=1e-4)
+    assert ci95(2.0, 31) == pytest.approx(2.042 * 2 / math.sqrt(31), rel=1e-3)
+    assert ci95(2.0, 100) == pytest.approx(1.984 * 2 / 10, rel=1e-3)
     assert math.isnan(ci95(1.0, 1))
 
 
 def test_wandb_runs_give_the_same_row_as_run_json(smoke_sweep):
     _, sweep = smoke_sweep
     folder = sweep / "4"
-    local = record_to_row(json.loads((folder / "run.json").read_text()))
+    local = record_to_row(RunRecord.read(folder / "run.json"))
     (run_file,) = folder.glob("wandb/offline-run-*/run-*.wandb")
     info = wandb_offline.run_info(run_file)
     remote = record_to_row(
@@ -218,12 +230,32 @@ def test_wandb_runs_give_the_same_row_as_run_json(smoke_sweep):
         assert remote[key] == local[key], key
 
 
-def test_every_strategy_keeps_its_own_style():
-    from tiedharness.sharing import STRATEGIES
+def test_every_strategy_keeps_its_own_style_in_every_figure(smoke_sweep):
+    from tiedharness.model.names import STRATEGY_NAMES
 
-    styles = [plots.strategy_style(n) for n in STRATEGIES]
-    assert len({(s["color"], s["marker"]) for s in styles}) == len(STRATEGIES)
-    assert plots.strategy_style("qkv") == plots.strategy_style("qkv")
+    styles = [plots.strategy_style(n) for n in STRATEGY_NAMES]
+    assert len({(s["color"], s["marker"]) for s in styles}) == len(STRATEGY_NAMES)
+    # the same strategy is drawn in the same colour in two different figures
+    runs = load_runs(smoke_sweep[1])
+    summary = summarize(runs)
+    colours = []
+    for name in ("tradeoff_loss", "learning_curves"):
+        fig = plots.draw(name, runs, summary)
+        colours.append(legend_colours(fig))
+    assert colours[0] == colours[1]
+    assert set(colours[0]) == {"none", "embed_output", "encdec_vocab", "positional", "qkv"}
+
+
+def legend_colours(fig) -> dict[str, tuple]:
+    """Legend label → RGBA colour of its handle."""
+    from matplotlib.colors import to_rgba
+
+    (legend,) = fig.legends or [ax.get_legend() for ax in fig.axes if ax.get_legend()][:1]
+    handles = legend.legend_handles
+    return {
+        text.get_text(): to_rgba(h.get_color() if hasattr(h, "get_color") else h.get_facecolor())
+        for text, h in zip(legend.get_texts(), handles, strict=True)
+    }
 
 
 def test_pareto_front():

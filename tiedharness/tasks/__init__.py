@@ -1,7 +1,7 @@
-"""Tasks: each module registers its task families; `build_task` turns a config into data."""
+"""Tasks: each module registers its task families. Importing this package is torch-free;
+`tiedharness.tasks.data.build_task` turns a task config into tensors."""
 
 from tiedharness.tasks import algorithmic, bible, files, synthetic  # noqa: F401  (registration)
-from tiedharness.tasks.base import SPLITS, TASKS, Task, TaskConfig, make_task
-from tiedharness.tasks.data import TaskData, build_task
+from tiedharness.tasks.base import SPLITS, TASKS, Task, TaskConfig, make_task, task_schema
 
-__all__ = ["SPLITS", "TASKS", "Task", "TaskConfig", "TaskData", "build_task", "make_task"]
+__all__ = ["SPLITS", "TASKS", "Task", "TaskConfig", "make_task", "task_schema"]

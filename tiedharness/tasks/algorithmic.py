@@ -9,12 +9,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from tiedharness.tasks.base import SPLITS, Task, TaskConfig, register_task
+from tiedharness.schema import require_positive
+from tiedharness.tasks.base import SPLITS, Task, TaskConfig, TokenizerKind, register_task
 
 
 @dataclass
 class AlgorithmicConfig(TaskConfig):
-    tokenizer: str = "word"
+    tokenizer: TokenizerKind = TokenizerKind.word
     vocab_size: int = 128  # room for every symbol plus the 4 special tokens
     n_symbols: int = 64
     min_len: int = 4
@@ -25,6 +26,7 @@ class AlgorithmicConfig(TaskConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require_positive(self, "task", "n_symbols", "train_examples", "valid_examples")
         if not 1 <= self.min_len <= self.max_seq_len:
             raise ValueError(
                 f"task.min_len={self.min_len} and task.max_seq_len={self.max_seq_len} "

@@ -1,7 +1,8 @@
 """The task interface: a task turns its config into raw text splits; everything after
 that (tokenizers, encoding, caching, batching, statistics) is shared, in `data.py`.
 
-A task is a registered `Task` subclass with a config dataclass and `conf/task/<name>.yaml`.
+A task is a registered `Task` subclass with a config dataclass (its schema: every option
+and its default, registered with Hydra by tiedharness/config.py) and `conf/task/<name>.yaml`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tiedharness.config import reject_unknown
+from tiedharness.schema import Choice, coerce_choices, from_values, require_positive
 
 SPLITS = ("train", "valid", "test")
 
@@ -18,29 +19,50 @@ Pair = tuple[str, str]
 RawSplits = dict[str, list[Pair]] | dict[str, list[str]]
 
 
+class VocabMode(Choice):
+    joint = "joint"  # one tokenizer for both sides (needed by encdec_vocab, three_way)
+    separate = "separate"
+
+
+class TokenizerKind(Choice):
+    bpe = "bpe"
+    word = "word"  # one token per whitespace-separated symbol
+
+
 @dataclass
 class TaskConfig:
     """Options every task has; a task's own config dataclass adds its knobs."""
 
     name: str = ""
-    vocab: str = "joint"  # joint (one tokenizer for both sides) | separate
+    vocab: VocabMode = VocabMode.joint
     vocab_size: int = 8000  # per side when separate, unless src/tgt_vocab_size are set
     src_vocab_size: int | None = None
     tgt_vocab_size: int | None = None
-    tokenizer: str = "bpe"  # bpe | word (whitespace-separated symbols)
+    tokenizer: TokenizerKind = TokenizerKind.bpe
     max_len: int = 256  # longer examples (in tokens, specials included) are dropped
     max_tokens: int = 4096  # batch budget: examples × longest side, padding included
     seed: int = 0  # data generation and splitting; training has its own seed
     cache_dir: str | None = None  # default: $TIEDHARNESS_CACHE or ~/.cache/tiedharness
 
     def __post_init__(self) -> None:
-        if self.vocab not in ("joint", "separate"):
-            raise ValueError(f"task.vocab={self.vocab!r} is not one of joint, separate")
-        if self.tokenizer not in ("bpe", "word"):
-            raise ValueError(f"task.tokenizer={self.tokenizer!r} is not one of bpe, word")
+        coerce_choices(self, "task")
+        require_positive(
+            self, "task", "vocab_size", "src_vocab_size", "tgt_vocab_size", "max_len", "max_tokens"
+        )
 
     def side_vocab_sizes(self) -> tuple[int, int]:
         return (self.src_vocab_size or self.vocab_size, self.tgt_vocab_size or self.vocab_size)
+
+
+@dataclass
+class LMConfig(TaskConfig):
+    """Options of language-modelling tasks: the text is cut into windows."""
+
+    block_size: int = 128  # tokens per training sequence, cut from the running text
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_positive(self, "task", "block_size")
 
 
 class Task:
@@ -78,11 +100,15 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def make_task(values: dict[str, Any]) -> Task:
-    """A task from its config dict (the `task` group), with clear errors for typos."""
-    name = values.get("name")
+def task_schema(name: str) -> TaskConfig:
+    """The registered task's config with its defaults (its `name` filled in)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
-    cls = TASKS[name]
-    reject_unknown(f"task {name}", values, cls.Config)
-    return cls(cls.Config(**values))
+    return TASKS[name].Config(name=name)
+
+
+def make_task(config: TaskConfig | dict[str, Any]) -> Task:
+    """A task from its config object, or from a dict of options (typos rejected by name)."""
+    if isinstance(config, dict):
+        config = from_values(task_schema(config.get("name", "")), config)
+    return TASKS[config.name](config)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tiedharness.model import BOS_ID, EOS_ID, PAD_ID
+from tiedharness.vocab import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass

@@ -17,7 +17,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from tiedharness.tasks.base import SPLITS, Task, TaskConfig, register_task
+from tiedharness.schema import Choice, require_fraction
+from tiedharness.tasks.base import SPLITS, LMConfig, Task, TaskConfig, register_task
 from tiedharness.tasks.script import shift_script, unshift_script
 
 Key = tuple[str, int, int]  # (OSIS book, chapter, verse)
@@ -150,17 +151,21 @@ def split_by_chapter(items: list, key_of, texts_of, valid: float, test: float, s
     return splits
 
 
+class BibleSource(Choice):
+    kjv = "kjv"  # King James Version
+    web = "web"  # World English Bible
+
+
 @dataclass
 class BibleConfig(TaskConfig):
-    source: str = "kjv"  # kjv | web (World English Bible)
+    source: BibleSource = BibleSource.kjv
     valid_fraction: float = 0.03  # of chapters
     test_fraction: float = 0.03
     sword_path: str | None = None  # a folder with mods.d/ and modules/; default: see sword_paths
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.source not in ("kjv", "web"):
-            raise ValueError(f"task.source={self.source!r} is not one of kjv, web")
+        require_fraction(self, "task", "valid_fraction", "test_fraction")
 
 
 class _BibleTask(Task):
@@ -225,8 +230,8 @@ class BibleMT(_BibleTask):
 
 
 @dataclass
-class BibleLMConfig(BibleConfig):
-    block_size: int = 128  # tokens per training sequence, cut from the running text
+class BibleLMConfig(BibleConfig, LMConfig):
+    """The Bible options plus the LM window."""
 
 
 @register_task

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from tiedharness.model import EOS_ID, Vocab
 from tiedharness.tasks.base import SPLITS, Task, make_task
 from tiedharness.tasks.batching import (
     Batch,
@@ -34,7 +33,8 @@ from tiedharness.tasks.batching import (
     padding_fraction,
     token_batches,
 )
-from tiedharness.tasks.tokenize import encode, jaccard, token_types, train_tokenizer
+from tiedharness.tasks.tokenize import decode, encode, jaccard, token_types, train_tokenizer
+from tiedharness.vocab import EOS_ID, Vocab
 
 DATA_VERSION = 1
 
@@ -52,6 +52,34 @@ class TaskData:
     cache_path: Path | None = None
     build_s: float = 0.0
 
+    @property
+    def kind(self) -> str:
+        return self.task.kind  # "seq2seq" | "lm"
+
+    @property
+    def scores(self) -> tuple[str, ...]:
+        """Quality scores of decoded outputs: "exact_match" and/or "bleu" (BLEU and chrF)."""
+        return self.task.scores
+
+    @property
+    def max_tokens(self) -> int:
+        """The batch budget: examples × longest side, padding included."""
+        return self.task.cfg.max_tokens
+
+    @property
+    def longest_sequence(self) -> tuple[str, int]:
+        """(the setting that bounds sequence length, its value): the model must fit it."""
+        if self.kind == "lm":
+            return "task.block_size", self.task.cfg.block_size
+        return "task.max_len", self.task.cfg.max_len
+
+    def detokenize(self, ids: list[int]) -> str:
+        """Target-side token ids → text written as the references are (for scoring)."""
+        return self.task.to_target_text(decode(self.tgt_tokenizer, ids))
+
+    def references(self, split: str) -> list[str]:
+        return self.texts[split]["tgt"]
+
     def batches(
         self,
         split: str,
@@ -62,7 +90,7 @@ class TaskData:
     ) -> list[Batch]:
         """The split's batches; with `limit`, only the first `limit` are collated."""
         data = self.splits[split]
-        budget = max_tokens or self.task.cfg.max_tokens
+        budget = max_tokens or self.max_tokens
         indices = token_batches(*data.sizes(), budget, shuffle, seed)
         return [collate(data, idx) for idx in indices[:limit]]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tiedharness.tasks.base import SPLITS, Task, TaskConfig, register_task
+from tiedharness.tasks.base import SPLITS, LMConfig, Task, TaskConfig, register_task
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -79,9 +79,8 @@ class ParallelText(Task):
 
 
 @dataclass
-class TextLMConfig(TaskConfig):
+class TextLMConfig(LMConfig):
     data_dir: str | None = None
-    block_size: int = 128  # tokens per training sequence, cut from the running text
 
 
 @register_task

@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from tiedharness.schema import require_fraction, require_positive
 from tiedharness.tasks.base import SPLITS, Task, TaskConfig, register_task
 
 SOURCE_ALPHABET = ("ptkbdgmnlrsvfh", "aeiou")
@@ -43,8 +44,9 @@ class SynthConfig(TaskConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.overlap <= 1.0:
-            raise ValueError(f"task.overlap={self.overlap} must lie in [0, 1]")
+        require_fraction(self, "task", "overlap")
+        require_positive(self, "task", "n_nouns", "n_verbs", "n_adjectives", "train_examples")
+        require_positive(self, "task", "valid_examples")
 
 
 def _word(rng: random.Random, alphabet: tuple[str, str], syllables: int) -> str:

@@ -19,9 +19,10 @@ import unicodedata
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+from tiedharness.vocab import SPECIAL_TOKENS
+
+SPECIALS = list(SPECIAL_TOKENS)
 WORD_END = "</w>"
-KINDS = ("bpe", "word")
 
 
 def train_tokenizer(texts: list[str], kind: str, vocab_size: int) -> Tokenizer:
@@ -38,7 +39,7 @@ def train_tokenizer(texts: list[str], kind: str, vocab_size: int) -> Tokenizer:
         )
         tok.train_from_iterator(texts, trainer=trainer)
         return tok
-    raise ValueError(f"task.tokenizer={kind!r} is not one of {', '.join(KINDS)}")
+    raise ValueError(f"task.tokenizer={kind!r} is not one of bpe, word")
 
 
 def _train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:

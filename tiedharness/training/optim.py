@@ -1,4 +1,6 @@
-"""AdamW parameter groups that see each tensor exactly once.
+"""The optimizer and the learning-rate schedule.
+
+AdamW's parameter groups see each tensor exactly once.
 
 Weight-decay policy (as in nanoGPT and BERT): decay every matrix — linear weights and
 embedding tables, which a tie may make the same tensor — and exempt biases and LayerNorm
@@ -8,8 +10,13 @@ because `named_parameters()` deduplicates; otherwise AdamW would step it twice.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+from tiedharness.training.config import Schedule, TrainerConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -27,3 +34,21 @@ def build_optimizer(
     model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.98)
 ) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
+
+
+def lr_factor(cfg: TrainerConfig) -> Callable[[int], float]:
+    """Linear warmup, then inverse-sqrt decay (Vaswani et al.), cosine to zero, or flat."""
+    warmup = max(cfg.warmup_steps, 1)
+
+    def factor(step: int) -> float:
+        s = step + 1
+        if s < warmup:
+            return s / warmup
+        if cfg.schedule == Schedule.inverse_sqrt:
+            return math.sqrt(warmup / s)
+        if cfg.schedule == Schedule.cosine:
+            progress = min((s - warmup) / max(cfg.max_steps - warmup, 1), 1.0)
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor

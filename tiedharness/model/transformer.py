@@ -1,7 +1,7 @@
 """The Transformer: an encoder–decoder and a decoder-only LM built from the same blocks.
 
 Read top to bottom: config → masks → attention → feed-forward → layer → stack → models.
-The model is built untied; `tiedharness.sharing` then makes ties by pointing several
+The model is built untied; `tiedharness.model.sharing` then makes ties by pointing several
 attributes at one `nn.Parameter` or one module. Nothing here knows strategy names: the
 only concession is that attention computes a projection once when Q, K or V share it.
 
@@ -12,75 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tiedharness.config import reject_unknown
-
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2  # every task's tokenizer reserves these ids
-
-
-@dataclass
-class ModelConfig:
-    """Architecture hyper-parameters (one preset per file in `conf/model/`)."""
-
-    arch: str = "encdec"  # encdec | lm (decoder-only)
-    d_model: int = 256
-    n_heads: int = 4
-    d_ff: int = 1024
-    enc_layers: int = 3
-    dec_layers: int = 3
-    dropout: float = 0.1
-    norm: str = "pre"  # pre | post; pre-LN stacks end with a final LayerNorm, post-LN ones don't
-    bias: bool = True  # biases of attention and feed-forward linears (the output layer has none)
-    positions: str = "learned"  # learned | sinusoidal
-    max_len: int = 256
-    embed_scale: bool = True  # multiply token embeddings by √d (Vaswani et al. 2017, §3.4)
-    activation: str = "relu"  # relu | gelu
-
-    def __post_init__(self) -> None:
-        choices = {
-            "arch": ("encdec", "lm"),
-            "norm": ("pre", "post"),
-            "positions": ("learned", "sinusoidal"),
-            "activation": ("relu", "gelu"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"model.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}"
-                )
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}"
-            )
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        reject_unknown("model", values, cls)
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class Vocab:
-    """Vocabulary sizes the model is built for. `joint` means one tokenizer serves both
-    sides, so token id i is the same subword in source and target (needed to tie them)."""
-
-    src_size: int
-    tgt_size: int
-    joint: bool
-
-    @classmethod
-    def shared(cls, size: int) -> Vocab:
-        return cls(size, size, joint=True)
-
-    @classmethod
-    def separate(cls, src_size: int, tgt_size: int) -> Vocab:
-        return cls(src_size, tgt_size, joint=False)
-
+from tiedharness.model.config import ModelConfig
+from tiedharness.vocab import PAD_ID, Vocab
 
 # ---------------------------------------------------------------------------- masks
 

@@ -1,13 +1,12 @@
 """Hydra callback that closes a sweep: one line per job, and a non-zero exit on failure.
 
-Jobs never raise (see run.py), so Hydra's launchers run every cell; this callback then
+Jobs never raise (see tiedharness/job.py), so Hydra's launchers run every cell; this callback then
 reads each job's `run.json`, prints the table, prints the `wandb sync` command when runs
 were logged offline, and exits with status 1 if any job failed (or left no record).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,36 +14,38 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from tiedharness.tracking.record import RunRecord, RunStatus
 
-def read_sweep(sweep_dir: Path) -> list[tuple[Path, dict | None]]:
-    """(job folder, its run.json or None when missing or unreadable), by job number."""
+
+def read_sweep(sweep_dir: Path) -> list[tuple[Path, RunRecord | None]]:
+    """(job folder, its record or None when missing or unreadable), by job number."""
     folders = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-    jobs = []
+    jobs: list[tuple[Path, RunRecord | None]] = []
     for folder in sorted(folders, key=lambda p: int(p.name)):
         try:
-            jobs.append((folder, json.loads((folder / "run.json").read_text())))
-        except (OSError, ValueError):
+            jobs.append((folder, RunRecord.read(folder / "run.json")))
+        except ValueError:
             jobs.append((folder, None))
     return jobs
 
 
-def summary_line(folder: Path, record: dict | None) -> str:
+def summary_line(folder: Path, record: RunRecord | None) -> str:
     if record is None:
         return f"{folder.name:>4}  {'failed':<9} no readable run.json in {folder}"
-    metrics = record.get("metrics") or {}
-    total = (record.get("params") or {}).get("total")
+    metrics = record.metrics
+    total = record.params.get("total")
     cells = [
         f"{folder.name:>4}",
-        f"{record['status']:<9}",
-        f"{record['task']:<17}",
-        f"{record['sharing']:<16}",
-        f"seed={record.get('seed')}",
+        f"{record.status:<9}",
+        f"{record.task:<17}",
+        f"{record.sharing:<16}",
+        f"seed={record.seed}",
         f"params={total:,}" if isinstance(total, int) else "",
         f"val_loss={metrics['val_loss']:.4f}" if isinstance(metrics.get("val_loss"), float) else "",
         f"bleu={metrics['bleu']:.2f}" if isinstance(metrics.get("bleu"), float) else "",
     ]
-    if record.get("error"):
-        cells.append(record["error"].splitlines()[0][:160])
+    if record.error:
+        cells.append(record.error.splitlines()[0][:160])
     return "  ".join(c for c in cells if c)
 
 
@@ -55,10 +56,10 @@ class SweepSummary(Callback):
         print(f"\nsweep {sweep_dir}: {len(jobs)} jobs")
         for folder, record in jobs:
             print(summary_line(folder, record))
-        statuses = [r["status"] if r else "failed" for _, r in jobs]
+        statuses = [str(r.status) if r else str(RunStatus.failed) for _, r in jobs]
         counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
         print("  ".join(f"{n} {s}" for s, n in counts.items()))
-        if any((r or {}).get("wandb", {}).get("mode") == "offline" for _, r in jobs):
+        if any(r and r.wandb and r.wandb.get("mode") == "offline" for _, r in jobs):
             print("W&B runs were logged offline; upload them with:")
             print(f"  wandb sync {sweep_dir}/*/wandb/offline-run-*")
         failed = counts.get("failed", 0)

@@ -12,7 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from tiedharness.model import BOS_ID, EOS_ID, PAD_ID, DecoderLM, EncoderDecoder
+from tiedharness.model.transformer import DecoderLM, EncoderDecoder
+from tiedharness.vocab import BOS_ID, EOS_ID, PAD_ID
 
 # step(tokens so far (B, t), cache or None) → next-token logits (B, V)
 StepFn = Callable[[Tensor, "list[dict] | None"], Tensor]

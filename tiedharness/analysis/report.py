@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tiedharness import plots
-from tiedharness.aggregate import Runs, load_runs, load_wandb_runs, summarize
+from tiedharness.analysis import plots
+from tiedharness.analysis.aggregate import Runs, load_runs, load_wandb_runs, summarize
 
 # Summary columns shown in the tables: (column, header, format).
 TABLE_COLUMNS = [
@@ -188,20 +188,19 @@ def render_html(report: Report) -> str:
         parts.append("<p>No completed runs to summarise.</p>")
     else:
         parts.append(_table_html(*summary_table(runs, report.summary)))
-    parts.append("<h2>Runs</h2>")
+    parts += ["<h2>Runs</h2>", _runs_table_html(frame), "</body></html>"]
+    return "\n".join(parts)
+
+
+def _runs_table_html(frame: pd.DataFrame) -> str:
     columns = ["run_id", "task", "sharing", "seed", "status", "params_total", "val_loss", "error"]
     present = [c for c in columns if c in frame.columns]
     rows = [
         ["" if pd.isna(v) else (f"{v:.4f}" if isinstance(v, float) else str(v)) for v in r]
         for r in frame[present].itertuples(index=False)
     ]
-    parts.append(
-        _table_html(
-            present, rows, status_column=present.index("status") if "status" in present else None
-        )
-    )
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    status = present.index("status") if "status" in present else None
+    return _table_html(present, rows, status_column=status)
 
 
 # ---------------------------------------------------------------------------- W&B
@@ -211,7 +210,7 @@ def log_to_wandb(report: Report, project: str, entity: str | None, group: str | 
     """Log the figures and the summary table to the sweep's W&B group (job type report)."""
     import wandb
 
-    from tiedharness.tracking import wandb_mode
+    from tiedharness.tracking.trackers import wandb_mode
 
     with wandb.init(project=project, entity=entity, group=group, job_type="report",
                     dir=str(report.out_dir), mode=wandb_mode(None)) as run:  # fmt: skip

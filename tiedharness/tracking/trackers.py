@@ -1,8 +1,8 @@
-"""Where metrics go. Computing them is `train.py`'s job; this only records them.
+"""Where metrics go. Computing them is the training package's job; this only records them.
 
 One `Trackers` container per run fans each `log(...)` out to its backends:
 - local (always on): `history.jsonl`, one JSON object per log call, appended as training
-  goes, and `run.json`, the run's record (DESIGN.md's contract), rewritten atomically;
+  goes, and `run.json`, the run's record (tiedharness/tracking/record.py), rewritten atomically;
 - W&B (`logger=wandb`), imported only when used; online when an API key is configured,
   offline otherwise, `logger.wandb.mode` decides when set;
 - none (`logger=none`): local files only.
@@ -11,40 +11,11 @@ One `Trackers` container per run fans each `log(...)` out to its backends:
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
-SCHEMA_VERSION = 1
-RUN_IDENTITY = ("run_id", "experiment", "sweep_id", "task", "sharing", "model", "seed")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader sees the old
-    file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_finite(data), f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/inf: store them as null (a diverged run's last loss, say)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+from tiedharness.tracking.config import WandbConfig
+from tiedharness.tracking.record import RunRecord, RunStatus, finite
 
 
 class LocalTracker:
@@ -53,18 +24,15 @@ class LocalTracker:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.history = run_dir / "history.jsonl"
 
-    def start(self, record: dict) -> None:
-        self.write(record)
+    def start(self, record: RunRecord) -> None:
+        record.write(self.run_dir)
 
     def log(self, row: dict) -> None:
         with self.history.open("a") as f:
-            f.write(json.dumps(_finite(row)) + "\n")
+            f.write(json.dumps(finite(row)) + "\n")
 
-    def write(self, record: dict) -> None:
-        write_json_atomic(self.run_dir / "run.json", record)
-
-    def finish(self, record: dict) -> None:
-        self.write(record)
+    def finish(self, record: RunRecord) -> None:
+        record.write(self.run_dir)
 
 
 def wandb_api_key_configured() -> bool:
@@ -75,7 +43,7 @@ def wandb_api_key_configured() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def wandb_mode(configured: str | None) -> str:
+def wandb_mode(configured: str | None = None) -> str:
     mode = configured or os.environ.get("WANDB_MODE")
     if mode is None:
         mode = "online" if wandb_api_key_configured() else "offline"
@@ -87,26 +55,26 @@ def wandb_mode(configured: str | None) -> str:
 class WandbTracker:
     """One W&B run: grouped by sweep, typed by task, tagged with task, strategy and model."""
 
-    def __init__(self, options: dict, run_dir: Path, quiet: bool) -> None:
+    def __init__(self, options: WandbConfig, run_dir: Path, quiet: bool) -> None:
         self.options = options
         self.run_dir = run_dir
         self.quiet = quiet  # in sweeps: no console capture, no chatter
-        self.mode = wandb_mode(options.get("mode"))
+        self.mode = wandb_mode(options.mode and str(options.mode))
         self.run = None
 
-    def start(self, record: dict) -> None:
+    def start(self, record: RunRecord) -> None:
         import wandb  # lazily: runs without W&B never import it
 
-        tags = [record["task"], record["sharing"], record["model"], *self.options.get("tags", [])]
+        tags = [record.task, record.sharing, record.model, *self.options.tags]
         self.run = wandb.init(
-            project=self.options.get("project") or "tiedharness",
-            entity=self.options.get("entity"),
-            group=record["sweep_id"],
-            job_type=record["task"],
-            name=record["run_id"],
+            project=self.options.project,
+            entity=self.options.entity,
+            group=record.sweep_id,
+            job_type=record.task,
+            name=record.run_id,
             tags=[t for t in tags if t],
-            # the resolved config, plus who this run is (read back by aggregate.py)
-            config={**record["config"], "run": {k: record[k] for k in RUN_IDENTITY}},
+            # the resolved config, plus who this run is (read back by the aggregator)
+            config={**record.config, "run": record.identity()},
             dir=str(self.run_dir),
             mode=self.mode,
             reinit="finish_previous",
@@ -116,26 +84,27 @@ class WandbTracker:
         self.run.define_metric("step")
         self.run.define_metric("tokens")
         self.run.define_metric("*", step_metric="step")
-        record["wandb"] = {"mode": self.mode, "id": self.run.id, "dir": str(self.run_dir / "wandb")}
+        record.wandb = {"mode": self.mode, "id": self.run.id, "dir": str(self.run_dir / "wandb")}
 
     def log(self, row: dict) -> None:
         if self.run is not None:
-            self.run.log(_finite(row))
+            self.run.log(finite(row))
 
-    def finish(self, record: dict) -> None:
+    def finish(self, record: RunRecord) -> None:
         if self.run is None:
             return
-        params = record["params"]
+        params = record.params
         summary = {f"params/{k}": v for k, v in params.items() if not isinstance(v, dict)}
         for component, n in (params.get("by_component") or {}).items():
             summary[f"params/by_component/{component}"] = n
-        summary.update(_finite(record.get("metrics", {})))
-        overlap = (record.get("data") or {}).get("overlap")
+        summary.update(finite(record.metrics))
+        overlap = record.data.get("overlap")
         if overlap is not None:
             summary["data/overlap"] = overlap
-        summary["status"] = record["status"]
+        summary["status"] = str(record.status)
         self.run.summary.update(summary)
-        self.run.finish(exit_code=0 if record["status"] in ("completed", "diverged") else 1)
+        succeeded = record.status in (RunStatus.completed, RunStatus.diverged)
+        self.run.finish(exit_code=0 if succeeded else 1)
         self.run = None
 
 
@@ -143,22 +112,24 @@ class Trackers:
     """The run's trackers behind one interface; local first, so its files exist even when
     W&B fails to start."""
 
-    def __init__(self, run_dir: Path, wandb_options: dict | None, quiet: bool = False) -> None:
+    def __init__(
+        self, run_dir: Path, wandb_options: WandbConfig | None, quiet: bool = False
+    ) -> None:
         self.local = LocalTracker(run_dir)
         self.backends: list = [self.local]
         if wandb_options is not None:
             self.backends.append(WandbTracker(wandb_options, run_dir, quiet))
 
-    def start(self, record: dict) -> None:
+    def start(self, record: RunRecord) -> None:
         for backend in self.backends:
             backend.start(record)
-        self.local.write(record)  # now with the W&B run id
+        record.write(self.local.run_dir)  # now with the W&B run id
 
     def log(self, row: dict) -> None:
         for backend in self.backends:
             backend.log(row)
 
-    def finish(self, record: dict) -> None:
+    def finish(self, record: RunRecord) -> None:
         """Close every backend, even if one of them raises; run.json is written last."""
         errors = []
         for backend in reversed(self.backends):

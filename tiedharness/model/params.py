@@ -14,27 +14,19 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from tiedharness.model import ModelConfig, Vocab
-from tiedharness.sharing import SharingConfig, build_model
-
-# Component of a parameter by its path; first match wins. A tied tensor counts once,
-# in the component of the first path that uses it (encoder before decoder before output),
-# so the components always sum to the unique total.
-COMPONENTS: tuple[tuple[str, str], ...] = (
-    ("token_embeddings", r"\.embed\.weight$"),
-    ("positions", r"\.pos\.weight$"),
-    ("attention", r"_attn\.(q|k|v|out)_proj\."),
-    ("feed_forward", r"\.ffn\."),
-    ("norms", r"norm\.(weight|bias)$"),
-    ("output_projection", r"^output\.weight$"),
-)
+from tiedharness.model.config import ModelConfig, SharingConfig
+from tiedharness.model.names import COMPONENTS
+from tiedharness.model.sharing import build_model
+from tiedharness.vocab import Vocab
 
 
 def component_of(path: str) -> str:
     for component, pattern in COMPONENTS:
         if re.search(pattern, path):
             return component
-    raise ValueError(f"parameter {path!r} belongs to no component: extend params.COMPONENTS")
+    raise ValueError(
+        f"parameter {path!r} belongs to no component: extend COMPONENTS in tiedharness/model/names.py"
+    )
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tiedharness.aggregate import Runs
-from tiedharness.params import COMPONENTS
-from tiedharness.sharing import STRATEGIES
+from tiedharness.analysis.aggregate import Runs
+from tiedharness.model.names import COMPONENTS, STRATEGY_NAMES
 
 WIDTH = 3.4  # inches: one column of a two-column paper
 PANEL_HEIGHT = 2.3
@@ -47,13 +46,13 @@ class NoData(Exception):
 def strategy_style(name: str) -> dict:
     """One colour and marker per strategy, the same in every figure (registry order;
     combinations of strategies get a stable style of their own)."""
-    order = list(STRATEGIES)
+    order = list(STRATEGY_NAMES)
     i = order.index(name) if name in order else len(order) + sum(map(ord, name))
     return {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}
 
 
 def _strategy_order(names) -> list[str]:
-    order = list(STRATEGIES)
+    order = list(STRATEGY_NAMES)
     return sorted(set(names), key=lambda n: (order.index(n) if n in order else len(order), n))
 
 

@@ -1,7 +1,7 @@
 """Finished runs → one tidy pandas DataFrame, and the per-cell summary over seeds.
 
-Reads only the `run.json` contract (DESIGN.md), from a local results folder or from the
-W&B API, into the same columns. Failed, diverged and skipped runs stay in the frame with
+Reads run records (tiedharness/tracking/record.py, docs/run-record.md) from a local
+results folder or from the W&B API, through the same `RunRecord` class, into the same columns. Failed, diverged and skipped runs stay in the frame with
 their status, so they are counted and listed, never silently dropped; a run.json that
 cannot be read is named in the warnings and left out.
 """
@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from scipy.stats import t as student_t
+
+from tiedharness.tracking.record import IDENTITY, RunRecord
 
 # Columns every row has, whatever the task.
-ID_COLUMNS = ["run_id", "experiment", "sweep_id", "task", "model", "sharing", "seed", "status"]
+ID_COLUMNS = [*IDENTITY, "status"]
 # Config keys that identify a run without being a swept setting.
 NOT_SWEPT = ("trainer.seed", "task.cache_dir", "task.name", "sharing.strategies", "results_dir")
-# Two-sided 95% quantiles of Student's t for 1…30 degrees of freedom (then ≈ normal).
-T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]  # fmt: skip
 
 
 @dataclass
@@ -55,22 +54,20 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = json.dumps(value) if isinstance(value, list) else value
 
 
-def record_to_row(record: dict) -> dict[str, Any]:
+def record_to_row(record: RunRecord) -> dict[str, Any]:
     """One run record (run.json, or the same built from W&B) → one flat row."""
-    row = {key: record.get(key) for key in ID_COLUMNS}
-    row["error"] = record.get("error")
-    params = record.get("params") or {}
+    row = {**record.identity(), "status": str(record.status), "error": record.error}
+    params = record.params
     for key in ("total", "untied_total", "saved", "reduction"):
         row[f"params_{key}"] = params.get(key)
     for component, n in (params.get("by_component") or {}).items():
         row[f"params.{component}"] = n
-    for key, value in (record.get("metrics") or {}).items():
-        row[key] = value
-    row["overlap"] = (record.get("data") or {}).get("overlap")
+    row.update(record.metrics)
+    row["overlap"] = record.data.get("overlap")
     config: dict[str, Any] = {}
-    _flatten("", record.get("config") or {}, config)
+    _flatten("", record.config, config)
     row.update({f"cfg.{k}": v for k, v in config.items()})
-    row["run_dir"] = record.get("run_dir")
+    row["run_dir"] = record.run_dir
     return row
 
 
@@ -80,11 +77,9 @@ def load_runs(results_dir: Path | str, with_history: bool = True) -> Runs:
     rows, warnings, histories = [], [], []
     for path in sorted(results_dir.rglob("run.json"), key=_natural):
         try:
-            record = json.loads(path.read_text())
-            if not isinstance(record, dict) or "status" not in record:
-                raise ValueError("not a run record")
-        except (OSError, ValueError) as err:
-            warnings.append(f"skipped unreadable run record {path}: {err}")
+            record = RunRecord.read(path)
+        except ValueError as err:
+            warnings.append(f"skipped {err}")
             continue
         row = record_to_row(record)
         row["run_dir"] = str(path.parent)
@@ -146,8 +141,7 @@ def ci95(std: float, n: int) -> float:
     """Half-width of the 95% confidence interval of a mean of n samples."""
     if n < 2 or not math.isfinite(std):
         return float("nan")
-    t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
-    return t * std / math.sqrt(n)
+    return float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n)
 
 
 DELTA_METRICS = ("params_total", "val_loss", "bleu", "exact_match")
@@ -221,7 +215,7 @@ def load_wandb_runs(path: str, group: str | None = None) -> Runs:
     return _runs(rows, warnings, [])
 
 
-def record_from_wandb(config: dict, summary: dict, name: str, group: str) -> dict:
+def record_from_wandb(config: dict, summary: dict, name: str, group: str) -> RunRecord:
     """A run record rebuilt from a W&B run's config (the resolved Hydra config, plus the
     `run` block WandbTracker adds) and summary (final metrics, `params/*`, `data/*`,
     `status`), so W&B runs aggregate like local ones."""
@@ -239,17 +233,17 @@ def record_from_wandb(config: dict, summary: dict, name: str, group: str) -> dic
         for k, v in summary.items()
         if "/" not in k and not k.startswith("_") and k not in skip and isinstance(v, int | float)
     }
-    return {
-        "run_id": run.get("run_id", name),
-        "experiment": run.get("experiment"),
-        "sweep_id": group,
-        "task": run["task"],
-        "model": run.get("model"),
-        "sharing": run["sharing"],
-        "seed": run.get("seed"),
-        "status": summary.get("status", "completed"),
-        "config": {k: v for k, v in config.items() if k != "run"},
-        "params": params,
-        "metrics": metrics,
-        "data": data,
-    }
+    return RunRecord.from_dict(
+        {
+            **run,
+            "run_id": run.get("run_id", name),
+            "sweep_id": group,
+            "task": run["task"],
+            "sharing": run["sharing"],
+            "status": summary.get("status", "completed"),
+            "config": {k: v for k, v in config.items() if k != "run"},
+            "params": params,
+            "metrics": metrics,
+            "data": data,
+        }
+    )

@@ -15,54 +15,14 @@ Adding a strategy: one registered function here and one YAML file in `conf/shari
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from torch import nn
 
-from tiedharness.config import reject_unknown
-from tiedharness.model import ARCHITECTURES, ModelConfig, Transformer, Vocab
-
-
-@dataclass
-class CrossLayerOptions:
-    unique: int = 1  # M distinct blocks per stack; 1 = ALBERT / Universal Transformer
-    plan: str = "cycle_rev"  # sequence | cycle | cycle_rev (Takase & Kiyono 2021)
-    scope: str = "all"  # all (whole layer) | attention (self+cross attention) | ffn
-
-
-@dataclass
-class SharingConfig:
-    """The `sharing` config group: which strategies to combine, and their options."""
-
-    strategies: list[str] = field(default_factory=list)
-    # qkv / qk / kv: which self-attentions share projections. `decoder` (the default)
-    # or `all`, which adds encoder self-attention. Cross-attention is never shared.
-    attention_scope: str = "decoder"
-    # qk: mask each token's attention to itself, as Reformer does (see AttentionMask).
-    qk_mask_self: bool = False
-    cross_layer: CrossLayerOptions = field(default_factory=CrossLayerOptions)
-
-    @property
-    def name(self) -> str:
-        """Label for tables and run records: 'none', 'qkv', 'embed_output+qkv', …"""
-        return "+".join(self.strategies) or "none"
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> SharingConfig:
-        values = dict(values)
-        values.pop("name", None)  # accepted for readability, always derived
-        reject_unknown("sharing", values, cls)
-        cross = dict(values.pop("cross_layer", None) or {})
-        reject_unknown("sharing.cross_layer", cross, CrossLayerOptions)
-        strategies = values.pop("strategies", [])
-        if isinstance(strategies, str):
-            strategies = [strategies]
-        return cls(strategies=list(strategies), cross_layer=CrossLayerOptions(**cross), **values)
-
-    @classmethod
-    def of(cls, *strategies: str, **options: Any) -> SharingConfig:
-        return cls.from_dict({"strategies": list(strategies), **options})
+from tiedharness.model.config import ModelConfig, SharingConfig
+from tiedharness.model.names import STRATEGY_NAMES
+from tiedharness.model.transformer import ARCHITECTURES, Transformer
+from tiedharness.vocab import Vocab
 
 
 class SharingNotApplicable(ValueError):
@@ -164,6 +124,9 @@ STRATEGIES: dict[str, Strategy] = {}
 def strategy(name: str, needs_encoder: bool = False):
     """Register a sharing strategy under `name` (add `conf/sharing/<name>.yaml` too)."""
 
+    if name not in STRATEGY_NAMES:
+        raise ValueError(f"add {name!r} to STRATEGY_NAMES in tiedharness/model/names.py")
+
     def register(fn: Callable[[SharingContext], None]) -> Callable[[SharingContext], None]:
         STRATEGIES[name] = Strategy(name, fn, needs_encoder, (fn.__doc__ or "").strip())
         return fn
@@ -196,6 +159,11 @@ def build_model(
 ) -> Transformer:
     """The one way to make a model: build it untied, then apply the sharing strategies."""
     sharing = sharing or SharingConfig()
+    if cfg.arch not in ARCHITECTURES:
+        raise ValueError(
+            f"model.arch={cfg.arch} names no architecture: resolve it with "
+            f"ModelConfig.resolved(...) to one of {', '.join(ARCHITECTURES)}"
+        )
     for name in sharing.strategies:
         get_strategy(name)  # fail on a typo before building anything
     model = ARCHITECTURES[cfg.arch](cfg, vocab)

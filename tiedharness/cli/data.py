@@ -1,0 +1,53 @@
+"""tiedharness-data: build (or load from cache) a task's data and print its statistics."""
+
+from __future__ import annotations
+
+import json
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import tiedharness.config  # noqa: F401  (registers the config schemas with Hydra)
+from tiedharness.cli import CONF_DIR, fail
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="data")
+def main(cfg: DictConfig) -> None:
+    from tiedharness.tasks.data import build_task  # tokenizers and torch load only here
+
+    if cfg.format not in ("table", "json"):
+        fail(f"format={cfg.format} is not one of table, json")
+    try:
+        stats = build_task(OmegaConf.to_object(cfg.task)).stats
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    print(json.dumps(stats, indent=2) if cfg.format == "json" else format_data_table(stats))
+
+
+def format_data_table(stats: dict) -> str:
+    vocab = stats["vocab"]
+    sizes = (
+        f"{vocab['tgt']}" if stats["kind"] == "lm" else f"{vocab['src']} src / {vocab['tgt']} tgt"
+    )
+    overlap = "" if stats["overlap"] is None else f"  overlap={stats['overlap']:.4f}"
+    joint = "joint" if vocab["joint"] else "separate"
+    lines = [
+        f"task={stats['task']} ({stats['kind']})  vocab: {joint} {vocab['tokenizer']}"
+        f" {sizes}{overlap}  padding={100 * stats['padding_fraction']:.2f}%"
+        f" at max_tokens={stats['max_tokens']}",
+        "",
+    ]
+    columns = (
+        ["examples", "tokens"]
+        if stats["kind"] == "lm"
+        else ["examples", "src_tokens", "tgt_tokens", "mean_src_len", "mean_tgt_len"]
+    )
+    lines.append(f"{'split':<6}" + "".join(f"{c:>14}" for c in columns))
+    for split, row in stats["splits"].items():
+        cells = "".join(
+            f"{row[c]:>14,}" if isinstance(row[c], int) else f"{row[c]:>14.2f}" for c in columns
+        )
+        lines.append(f"{split:<6}{cells}")
+    hit = "loaded from cache" if stats["cache_hit"] else "built"
+    lines += ["", f"{hit} in {stats['build_s']:.2f} s: {stats['cache_dir']}"]
+    return "\n".join(lines)

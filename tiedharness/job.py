@@ -1,0 +1,175 @@
+"""One job: a composed config in, a run folder out (the terms: docs/concepts.md).
+
+The run folder always ends up with `run.json` whatever happens: `completed`, `diverged`
+(non-finite loss), `skipped` (a sweep cell where the strategy does not apply) or
+`failed` (with the error and traceback). In a sweep the job never raises, so one bad
+cell cannot stop the others; a single run re-raises after recording, so the user sees
+the error. The config is checked against its schemas before any data is built.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import random
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from tiedharness.config import JobConfig
+from tiedharness.model.params import count_params
+from tiedharness.model.sharing import SharingNotApplicable, build_model
+from tiedharness.tasks import make_task
+from tiedharness.tracking.record import RunRecord, RunStatus
+from tiedharness.tracking.trackers import Trackers
+from tiedharness.training.costs import profile_step, vocabulary_costs
+from tiedharness.training.device import peak_memory_mb, resolve_device
+from tiedharness.training.evaluation import Evaluator
+from tiedharness.training.loop import Trainer
+
+
+@dataclass
+class JobContext:
+    """What the launcher knows about this job (the CLI reads it from Hydra)."""
+
+    run_dir: Path
+    experiment: str
+    sweep_id: str
+    job_num: int = 0
+    multirun: bool = False
+    choices: dict[str, str] = field(default_factory=dict)  # config group → chosen option
+    parallel_jobs: int = 1  # jobs sharing this machine's cores (joblib workers)
+
+
+def torch_threads(configured: int | None, parallel_jobs: int) -> int:
+    """Divide the machine's cores among the jobs running side by side."""
+    threads = configured or max(1, (os.cpu_count() or 1) // max(parallel_jobs, 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_record(config: dict, ctx: JobContext) -> RunRecord:
+    strategies = (config.get("sharing") or {}).get("strategies") or []
+    return RunRecord(
+        run_id=f"{ctx.sweep_id}-{ctx.job_num}",
+        experiment=ctx.experiment,
+        sweep_id=ctx.sweep_id,
+        job_num=ctx.job_num,
+        task=(config.get("task") or {}).get("name", "unknown"),
+        model=ctx.choices.get("model", "custom"),
+        sharing="+".join(strategies) or "none",
+        seed=(config.get("trainer") or {}).get("seed"),
+        config=config,
+        run_dir=str(ctx.run_dir),
+        started_at=_now(),
+    )
+
+
+def execute_job(config: DictConfig | dict, ctx: JobContext) -> RunRecord:
+    """Train one configuration (composed by Hydra, or a plain dict of the same groups) and
+    record it; returns the run record."""
+    started = time.perf_counter()
+    plain = OmegaConf.to_container(OmegaConf.create(config), resolve=True, enum_to_str=True)
+    record = new_record(plain, ctx)
+    record.write(ctx.run_dir)
+    trackers = None
+    try:
+        job = JobConfig.from_config(config)  # the schemas' checks, before any data is built
+        trackers = Trackers(ctx.run_dir, job.logger.wandb, quiet=ctx.multirun)
+        record.status, record.metrics = train(job, record, trackers, ctx)
+        record.metrics["wall_s"] = time.perf_counter() - started  # the whole job
+    except SharingNotApplicable as err:
+        record.status, record.error = RunStatus.skipped, str(err)
+        if not ctx.multirun:
+            record.status = RunStatus.failed
+            raise
+    except Exception as err:
+        record.status, record.error = RunStatus.failed, f"{type(err).__name__}: {err}"
+        record.traceback = traceback.format_exc()
+        if not ctx.multirun:
+            raise
+    finally:
+        record.finished_at = _now()
+        if trackers is None:
+            record.write(ctx.run_dir)
+        else:
+            trackers.finish(record)
+    return record
+
+
+def train(
+    job: JobConfig, record: RunRecord, trackers: Trackers, ctx: JobContext
+) -> tuple[RunStatus, dict]:
+    """Build the data and the model, measure costs, train, evaluate; fills `record`'s
+    env, data and params and returns the status and metrics."""
+    from tiedharness.tasks.data import build_task  # tokenizers and tensors: only when training
+
+    cfg = job.trainer
+    device = resolve_device(cfg.device)
+    record.env = environment(device, torch_threads(cfg.num_threads, ctx.parallel_jobs))
+    seed_everything(cfg.seed, cfg.deterministic)
+    task = make_task(job.task)
+    model_cfg = job.model_for(task)
+    data = build_task(task)
+    record.data = {k: data.stats[k] for k in ("overlap", "padding_fraction", "vocab")}
+    record.data["examples"] = {k: v["examples"] for k, v in data.stats["splits"].items()}
+    model = build_model(model_cfg, data.vocab, job.sharing)
+    record.params = count_params(model, job.sharing.name).to_dict()
+    trackers.start(record)
+    trainer = Trainer(model, data.splits["train"], data.max_tokens, cfg, device, trackers.log)
+    evaluator = Evaluator(trainer.model, data, cfg, device)
+    metrics = vocabulary_costs(model, data.vocab)
+    if cfg.profile:
+        metrics.update(
+            profile_step(trainer.model, trainer.first_batch(), cfg.label_smoothing, cfg.precision)
+        )
+        trainer.optimizer.zero_grad(set_to_none=True)
+    result = trainer.fit(evaluate=evaluator.validation, progress=not ctx.multirun)
+    metrics.update(result.metrics)
+    if result.status == "completed":
+        final = evaluator.final()
+        metrics.update(final)
+        trackers.log(trainer.progress_row(**final))
+    metrics["peak_mem_mb"] = peak_memory_mb(device)
+    return RunStatus(result.status), metrics
+
+
+def environment(device: torch.device, threads: int) -> dict:
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "threads": threads,
+        "git_sha": git_sha(),
+        "host": platform.node(),
+    }

@@ -1,0 +1,120 @@
+"""The run record: what one job leaves in `run.json`, typed.
+
+The job writes it, the sweep summary, the aggregator and the W&B reader read it back
+through this one class. Every field is described in docs/run-record.md. Files written
+with `schema: 1` (before the `interrupted` status and the always-present `wandb` and
+`finished_at` fields) load unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tiedharness.schema import Choice
+
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+
+
+class RunStatus(Choice):
+    running = "running"  # written when the job starts, replaced when it ends
+    completed = "completed"
+    failed = "failed"  # raised: `error` and `traceback` say why
+    diverged = "diverged"  # the training loss became non-finite
+    skipped = "skipped"  # a sweep cell where the strategy does not apply (`error` says why)
+    interrupted = "interrupted"  # stopped before its budget was spent
+
+
+# Who a run is: the W&B config's `run` block and the first columns of every table.
+IDENTITY = ("run_id", "experiment", "sweep_id", "task", "model", "sharing", "seed")
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    experiment: str | None = None
+    sweep_id: str | None = None
+    job_num: int = 0
+    task: str = "unknown"
+    model: str | None = None
+    sharing: str = "unknown"
+    seed: int | None = None
+    status: RunStatus = RunStatus.running
+    error: str | None = None
+    traceback: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved Hydra config
+    params: dict[str, Any] = field(default_factory=dict)  # tiedharness.model.params.ParamReport
+    metrics: dict[str, Any] = field(default_factory=dict)  # docs/metrics.md
+    data: dict[str, Any] = field(default_factory=dict)  # the task's statistics
+    env: dict[str, Any] = field(default_factory=dict)  # torch, device, threads, git sha, host
+    wandb: dict[str, Any] | None = None  # mode, id, dir when logged to W&B
+    run_dir: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    schema: int = SCHEMA_VERSION
+
+    def identity(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in IDENTITY}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["status"] = str(self.status)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunRecord:
+        """A record from run.json's contents; raises ValueError for anything else."""
+        if not isinstance(values, dict) or "run_id" not in values or "status" not in values:
+            raise ValueError("not a run record (no run_id or status)")
+        schema = values.get("schema", 1)
+        if schema not in READABLE_SCHEMAS:
+            raise ValueError(f"run record schema {schema} is newer than this tiedharness reads")
+        known = {f.name for f in fields(cls)}
+        record = cls(**{k: v for k, v in values.items() if k in known})
+        record.status = RunStatus(values["status"])
+        return record
+
+    @classmethod
+    def read(cls, path: Path) -> RunRecord:
+        """The record in `path`; ValueError naming the file when it is not one."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(f"unreadable run record {path}: {err}") from err
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / "run.json"
+        write_json_atomic(path, self.to_dict())
+        return path
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file in the same folder, then rename: a reader sees the old
+    file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(finite(data), f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def finite(value: Any) -> Any:
+    """JSON has no NaN/inf: store them as null (a diverged run's last loss, say)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value

@@ -1,0 +1,83 @@
+"""Schema of the `trainer` config group: optimisation, budget, evaluation (torch-free)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tiedharness.schema import (
+    Choice,
+    coerce_choices,
+    require,
+    require_fraction,
+    require_non_negative,
+    require_positive,
+)
+
+
+class Precision(Choice):
+    fp32 = "fp32"
+    bf16 = "bf16"  # autocast; on CPU too
+
+
+class Schedule(Choice):
+    inverse_sqrt = "inverse_sqrt"  # linear warmup, then 1/√step (Vaswani et al.)
+    cosine = "cosine"  # linear warmup, then cosine to zero at max_steps
+    constant = "constant"  # linear warmup, then flat
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")  # cuda:N names one GPU
+
+
+@dataclass
+class TrainerConfig:
+    seed: int = 0
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    precision: Precision = Precision.fp32
+    compile: bool = False  # torch.compile the training forward
+    lr: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    weight_decay: float = 0.01  # on matrices only: tiedharness/training/optim.py
+    warmup_steps: int = 200
+    schedule: Schedule = Schedule.inverse_sqrt
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    label_smoothing: float = 0.1
+    max_steps: int | None = 2000  # budget: the first of steps, tokens, seconds to run out
+    max_train_tokens: int | None = None  # target tokens
+    max_time_s: float | None = None  # wall-clock seconds of the training loop
+    eval_every: int = 500  # steps between validation-loss evaluations (and one at the end)
+    eval_batches: int | None = None  # cap on validation batches; null: the whole split
+    decode_examples: int = 200  # validation examples decoded for exact match / BLEU / speed
+    test_examples: int | None = None  # test examples decoded at the end; null: all, 0: none
+    log_every: int = 50
+    num_threads: int | None = None  # torch threads; null: the cores divided among parallel jobs
+    deterministic: bool = True
+    profile: bool = True  # FLOP and time shares of the output layer, on the first batch
+
+    def __post_init__(self) -> None:
+        coerce_choices(self, "trainer")
+        require_positive(self, "trainer", "lr", "max_steps", "max_train_tokens", "max_time_s")
+        require_positive(self, "trainer", "eval_every", "eval_batches", "log_every", "num_threads")
+        require_non_negative(
+            self, "trainer", "weight_decay", "warmup_steps", "grad_clip", "decode_examples"
+        )
+        require_non_negative(self, "trainer", "test_examples")
+        require_fraction(self, "trainer", "label_smoothing")
+        require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "trainer.betas",
+            self.betas,
+            "must be two numbers in [0, 1)",
+        )
+        require(
+            self.device.split(":")[0] in DEVICES,
+            "trainer.device",
+            self.device,
+            f"must be one of {', '.join(DEVICES)} (or cuda:N)",
+        )
+        if not (self.max_steps or self.max_train_tokens or self.max_time_s):
+            raise ValueError(
+                "the training budget is unbounded: set trainer.max_steps, "
+                "trainer.max_train_tokens or trainer.max_time_s"
+            )
+        if self.schedule == Schedule.cosine and not self.max_steps:
+            raise ValueError("trainer.schedule=cosine needs trainer.max_steps to know its length")

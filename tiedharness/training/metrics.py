@@ -1,0 +1,46 @@
+"""Pure metric functions: token loss, perplexity, exact match, BLEU/chrF.
+
+Nothing here logs or trains; the loop and the evaluator call these and the trackers
+record them. Definitions: docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import sacrebleu
+import torch.nn.functional as F
+from torch import Tensor
+
+from tiedharness.vocab import PAD_ID
+
+
+def token_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, int]:
+    """Summed cross-entropy over non-pad targets, and their count."""
+    loss = F.cross_entropy(
+        logits.flatten(0, 1).float(),
+        targets.flatten(),
+        ignore_index=PAD_ID,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+    )
+    return loss, int((targets != PAD_ID).sum())
+
+
+def perplexity(mean_loss: float) -> float:
+    """exp(loss), capped where it would overflow a float."""
+    return math.exp(min(mean_loss, 700.0))
+
+
+def exact_match(hypotheses: list[str], references: list[str]) -> float:
+    """Fraction of outputs equal to their reference, up to runs of whitespace."""
+    same = sum(h.split() == r.split() for h, r in zip(hypotheses, references, strict=True))
+    return same / len(references) if references else 0.0
+
+
+def bleu_chrf(hypotheses: list[str], references: list[str]) -> tuple[float, float]:
+    """Corpus BLEU and chrF from sacrebleu's defaults (13a tokenization) on detokenized text."""
+    return (
+        sacrebleu.corpus_bleu(hypotheses, [references]).score,
+        sacrebleu.corpus_chrf(hypotheses, [references]).score,
+    )
