@@ -53,7 +53,7 @@ def batch(b: int = 3, s: int = 7, t: int = 6, seed: int = 1) -> tuple[torch.Tens
     )
 
 
-def run(model: Transformer, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+def logits_of(model: Transformer, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
     """Logits of either architecture: an LM reads the target alone."""
     return model(src, tgt) if model.arch == "encdec" else model(tgt)
 

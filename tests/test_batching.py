@@ -90,11 +90,19 @@ def test_task_batches_cover_the_split(bible):
     ] + len(bible.splits["valid"])
 
 
-def test_limited_batches_are_the_first_ones_and_the_stats_count_them(bible):
-    first_two = bible.batches("valid", limit=2)
-    assert len(first_two) == 2
-    for a, b in zip(first_two, bible.batches("valid")[:2], strict=True):
-        assert torch.equal(a.indices, b.indices) and torch.equal(a.src, b.src)
+def test_a_sample_is_spread_over_the_split_and_the_same_every_time(bible):
+    size = len(bible.splits["valid"])
+    sample = bible.sample("valid", 50)
+    assert len(set(sample.tolist())) == 50 and sample.tolist() == sorted(sample.tolist())
+    assert torch.equal(sample, bible.sample("valid", 50))  # every run evaluates the same
+    # drawn across the split, not its first examples (the split is in chapter order)
+    assert sample.max() > size // 2 and sample.min() < size // 2
+    assert torch.equal(bible.sample("valid", None), torch.arange(size))
+    batches = bible.batches("valid", sample)
+    assert sorted(i for b in batches for i in b.indices.tolist()) == sample.tolist()
+
+
+def test_the_stats_count_the_training_batches(bible):
     train = bible.splits["train"].sizes()
     expected = token_batches(
         *train, bible.task.cfg.max_tokens, shuffle=True, seed=bible.task.cfg.seed

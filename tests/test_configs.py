@@ -155,7 +155,16 @@ def test_an_explicit_arch_that_contradicts_the_task_is_an_error_not_replaced():
 
 # ---------------------------------------------------------------------------- studies, launchers
 
-TRAIN_GROUPS = ["task", "model", "sharing", "trainer", "logger", "task_variant", "experiment"]
+TRAIN_GROUPS = [
+    "task",
+    "model",
+    "sharing",
+    "trainer",
+    "logger",
+    "task_variant",
+    "cell",
+    "experiment",
+]
 LAUNCHERS = {
     "basic": "BasicLauncher",
     "joblib": "JoblibLauncher",

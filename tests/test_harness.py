@@ -25,9 +25,10 @@ from tiedharness.training.optim import lr_factor
 CONTRACT_METRICS = (
     "val_loss",
     "train_tokens_per_s",
-    "softmax_flops_per_token",
-    "softmax_flops_share",
-    "softmax_time_share",
+    "val_bpc",
+    "output_fwd_flops_per_token",
+    "output_step_flops_share",
+    "output_step_time_share",
 )
 
 
@@ -64,8 +65,10 @@ def test_smoke_sweep_completes_with_the_contract(smoke):
         for key in ("bleu", "chrf", "exact_match", "test_bleu", "test_chrf", "test_exact_match"):
             assert 0 <= m[key] <= (1 if "exact" in key else 100), key
         assert m["wall_s"] >= m["tokens"] / m["train_tokens_per_s"]  # the job contains its training
-        assert 0 < r["metrics"]["softmax_flops_share"] < 1
-        assert r["metrics"]["softmax_time_share"] > 0  # a timing: its bound is not tested
+        assert 0 < m["output_step_flops_share"] < 1
+        assert m["output_step_time_share"] > 0  # a timing: its bound is not tested
+        assert m["profile_reps"] >= 10 and m["output_step_time_share_iqr"] >= 0
+        assert isinstance(m["converged"], bool) and math.isfinite(m["val_loss_slope"])
         assert [h["step"] for h in history] == sorted(h["step"] for h in history)
         assert history[-1]["val_loss"] == r["metrics"]["val_loss"]
     # one line per job, and the W&B sync hint
@@ -191,7 +194,7 @@ def smoke_job(tmp_path: Path, name: str, config: dict | None = None, **kw) -> di
     return json.loads((tmp_path / name / "run.json").read_text())
 
 
-def test_softmax_flops_share_is_the_output_layers_share_of_a_step(tmp_path):
+def test_output_flops_share_is_the_output_layers_share_of_a_step(tmp_path):
     """Against FLOPs derived from the architecture: each linear on M rows costs 6·M·in·out
     (forward 2, backward 4); attention 14·B·Tq·Tk·d: 2 matmuls forward, 5 backward
     (the flash-attention backward recomputes the scores before its 4 gradient matmuls)."""
@@ -216,11 +219,12 @@ def test_softmax_flops_share_is_the_output_layers_share_of_a_step(tmp_path):
         + 14 * b * t * t * d
         + 14 * b * t * s * d
     )
-    output = 6 * mt * d * v
+    softmax_and_loss = 8 * mt * v  # 5 forward + 3 backward per logit, by convention
+    output = 6 * mt * d * v + softmax_and_loss
     step = layers * (encoder_layer + decoder_layer) + output
     assert metrics["step_flops"] == step
-    assert metrics["softmax_flops_share"] == pytest.approx(output / step, rel=1e-12)
-    assert metrics["softmax_flops_per_token"] == 2 * d * v + 5 * v
+    assert metrics["output_step_flops_share"] == pytest.approx(output / step, rel=1e-12)
+    assert metrics["output_fwd_flops_per_token"] == 2 * d * v + 5 * v
     assert count_flops(lambda: None) == {}
 
 
@@ -369,3 +373,38 @@ def test_trainer_state_dict_resumes_exactly(tmp_path):
     # the restored model keeps its ties: qkv's projections are still one tensor
     attn = resumed.model.decoder.layers[0].self_attn
     assert attn.q_proj.weight is attn.k_proj.weight is attn.v_proj.weight
+
+
+def test_val_bpc_counts_the_characters_of_the_references(tmp_path):
+    record = smoke_job(tmp_path, "run")
+    metrics = record["metrics"]
+    data = build_task(make_task(JobConfig.from_config(record["config"]).task))
+    references = data.texts["valid"]["tgt"]  # every validation example is evaluated
+    assert metrics["val_examples"] == len(references)
+    assert metrics["val_chars"] == sum(len(text) + 1 for text in references)
+    nats = metrics["val_loss"] * metrics["val_tokens"]
+    assert metrics["val_bpc"] == pytest.approx(nats / metrics["val_chars"] / math.log(2))
+    decoded = (tmp_path / "run" / "decoded-valid.jsonl").read_text().splitlines()
+    assert len(decoded) == metrics["decoded_examples"] == 4
+
+
+def test_peak_memory_is_the_jobs_own(tmp_path):
+    import resource
+
+    import numpy as np
+
+    big = np.ones(80_000_000)  # 640 MB, then freed: the process's peak, not the job's
+    del big
+    lifetime_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    record = smoke_job(tmp_path, "run")
+    assert 0 < record["metrics"]["peak_mem_mb"] < lifetime_peak - 400
+
+
+def test_a_token_budget_sets_the_cosine_schedule_length(tmp_path):
+    config = smoke_config(tmp_path, max_steps=None, max_train_tokens=20_000, schedule="cosine")
+    record = smoke_job(tmp_path, "run", config)
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()
+    ]
+    assert rows[-1]["tokens"] >= 20_000
+    assert rows[-1]["lr"] < 0.02 * record["config"]["trainer"]["lr"]  # annealed to ~0 at the end

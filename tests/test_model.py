@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import LM_STRATEGIES, VOCAB, batch, run, tiny_cfg, tiny_model
+from conftest import LM_STRATEGIES, VOCAB, batch, logits_of, tiny_cfg, tiny_model
 
 from tiedharness.model.config import ModelConfig
 from tiedharness.model.decoding import greedy_continue, greedy_translate
@@ -27,7 +27,7 @@ def test_future_target_tokens_leave_earlier_logits_unchanged(model_options, arch
     changed = tgt.clone()
     changed[:, 3:] = torch.randint(4, VOCAB, changed[:, 3:].shape)
     assert not torch.equal(changed, tgt)
-    before, after = run(model, src, tgt), run(model, src, changed)
+    before, after = logits_of(model, src, tgt), logits_of(model, src, changed)
     torch.testing.assert_close(after[:, :3], before[:, :3], rtol=0, atol=1e-12)
     assert not torch.allclose(after[:, 3:], before[:, 3:])
 

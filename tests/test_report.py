@@ -10,21 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import wandb_offline
 
 from tiedharness.analysis import plots
-from tiedharness.analysis.aggregate import (
-    ci95,
-    load_runs,
-    record_from_wandb,
-    record_to_row,
-    summarize,
-)
+from tiedharness.analysis.aggregate import load_runs, record_to_row, summarize
+from tiedharness.analysis.stats import ci95
+from tiedharness.analysis.wandb_source import record_from_wandb
 from tiedharness.tracking.record import RunRecord
 
-SMOKE_FIGURES = {"tradeoff_loss", "tradeoff_bleu", "param_budget", "learning_curves",
-                 "quality_vs_throughput"}  # fmt: skip
+SMOKE_FIGURES = {"tradeoff_loss", "tradeoff_bpc", "tradeoff_bleu", "param_budget",
+                 "learning_curves", "quality_vs_throughput"}  # fmt: skip
 NOT_FOR_SMOKE = {"softmax_cost", "vocab_overlap"}  # one vocabulary size, one overlap
 
 
@@ -67,6 +64,15 @@ def test_tables_hold_every_strategy_with_exact_parameter_counts(report_dir, smok
         assert f"{record['params']['total']:,}" in row
         assert f"{record['metrics']['val_loss']:.4f}" in row
         assert record["sharing"].replace("_", "\\_") in latex
+    # what every report states: budgets, seeds, convergence, and what the marks mean
+    assert "12 steps" in markdown and "target tokens per run; seeds per cell: 1" in markdown
+    summary = pd.read_csv(report_dir / "summary.csv")
+    for column in ("n", "delta_val_loss_mean", "delta_val_loss_ci95", "delta_val_loss_p",
+                   "val_bpc_mean", "converged_frac"):  # fmt: skip
+        assert column in summary.columns, column
+    assert summary.set_index("sharing").loc["none", "delta_val_loss_mean"] == 0
+    assert "5 of 5 completed runs did not converge" in markdown
+    assert "| 1† |" in markdown and "fewer than 3 seeds" in markdown
 
 
 def test_report_html_is_self_contained(report_dir):
@@ -160,14 +166,14 @@ def test_runs_frame_and_summary_from_the_sweep(smoke_sweep):
     assert list(summary["sharing"]) == ["none", "embed_output", "encdec_vocab", "positional", "qkv"]
     none = summary.set_index("sharing").loc["none"]
     for _, row in summary.iterrows():
-        assert row["n"] == 1 and math.isnan(row["val_loss_ci95"])
+        assert row["n"] == 1 and math.isnan(row["val_loss_ci95"]) and row["few_seeds"]
         assert (
-            row["params_total_delta_vs_none"]
-            == row["params_total_mean"] - none["params_total_mean"]
+            row["delta_params_total_mean"] == row["params_total_mean"] - none["params_total_mean"]
         )
-        assert row["val_loss_delta_vs_none"] == pytest.approx(
+        assert row["delta_val_loss_mean"] == pytest.approx(
             row["val_loss_mean"] - none["val_loss_mean"]
         )
+        assert row["delta_val_loss_n"] == 1 and math.isnan(row["delta_val_loss_p"])
 
 
 def _record(task: str, sharing: str, seed: int, val_loss: float, status: str = "completed", **cfg):
@@ -200,9 +206,12 @@ def test_summary_statistics_over_seeds(tmp_path):
         t_975_df2 / math.sqrt(3), rel=1e-4
     )
     assert s.loc[("qkv", 0.5), "val_loss_mean"] == 1.5  # the failed seed is not averaged in
-    assert s.loc[("qkv", 0.5), "val_loss_delta_vs_none"] == -1.5
-    assert s.loc[("qkv", 0.0), "val_loss_delta_vs_none"] == -2.0  # against none of its own cell
-    assert s.loc[("qkv", 0.0), "params_total_delta_vs_none"] == -20
+    # paired by seed: seeds 0 and 1 are each 1.0 below none's (an unpaired Δ would say -1.5)
+    assert s.loc[("qkv", 0.5), "delta_val_loss_mean"] == -1.0
+    assert s.loc[("qkv", 0.5), "delta_val_loss_n"] == 2
+    assert s.loc[("qkv", 0.0), "delta_val_loss_mean"] == -2.0  # against none of its own cell
+    assert s.loc[("qkv", 0.0), "delta_params_total_mean"] == -20
+    assert s.loc[("none", 0.5), "delta_val_loss_mean"] == 0.0
 
 
 def test_ci95_uses_student_t():
@@ -282,3 +291,45 @@ def test_report_logs_figures_and_table_back_to_the_sweeps_wandb_group(smoke_swee
     assert logged == SMOKE_FIGURES | {"summary"}
     table = next(r for r in wandb_offline.history(run_file) if "summary/nrows" in r)
     assert table["summary/nrows"] == 5
+
+
+def test_paired_difference_against_a_t_table():
+    from tiedharness.analysis.stats import paired_difference
+
+    # differences -1, -2, -3: mean -2, sd 1, t = -2 / (1 / √3) = -3.464 with 2 degrees of
+    # freedom, two-sided p = 0.0742; the interval is 4.303 / √3
+    result = paired_difference([-1.0, -2.0, -3.0])
+    assert result["mean"] == -2.0 and result["n"] == 3
+    assert result["ci95"] == pytest.approx(4.303 / math.sqrt(3), rel=1e-4)
+    assert result["p"] == pytest.approx(0.0742, abs=5e-4)
+    assert paired_difference([0.5, 0.5])["p"] == 0.0  # the same difference on every seed
+
+
+def test_options_label_variants_and_a_rerun_is_not_a_replicate(tmp_path):
+    """A grid of none, qk × qk_mask_self: three labels; none's two runs are one
+    replicate (the option does not change none), flagged and counted once."""
+
+    def record(i: int, sharing: str, mask: bool, loss: float) -> dict:
+        strategies = [] if sharing == "none" else [sharing]
+        return {
+            "run_id": f"s-{i}", "sweep_id": "s", "task": "copy", "model": "tiny",
+            "sharing": sharing, "seed": 0, "status": "completed",
+            "config": {"task": {"name": "copy"}, "trainer": {"seed": 0},
+                       "sharing": {"strategies": strategies, "qk_mask_self": mask}},
+            "metrics": {"val_loss": loss},
+        }  # fmt: skip
+
+    grid = [("none", True, 2.0), ("none", False, 2.0), ("qk", True, 1.5), ("qk", False, 2.5)]
+    for i, (sharing, mask, loss) in enumerate(grid):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "run.json").write_text(json.dumps(record(i, sharing, mask, loss)))
+    runs = load_runs(tmp_path)
+    assert list(runs.frame["sharing"]) == ["none", "none", "qk+mask_self", "qk"]
+    assert list(runs.frame["duplicate"]) == [False, True, False, False]
+    assert any("s-1 repeats none seed 0" in w for w in runs.warnings)
+    summary = summarize(runs).set_index("sharing")
+    assert summary.loc["none", "n"] == 1
+    assert summary.loc["qk+mask_self", "delta_val_loss_mean"] == -0.5
+    assert summary.loc["qk", "delta_val_loss_mean"] == 0.5
+    assert plots.strategy_style("qk+mask_self")["color"] == plots.strategy_style("qk")["color"]
+    assert plots.strategy_style("qk+mask_self")["marker"] != plots.strategy_style("qk")["marker"]

@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from conftest import LM_STRATEGIES, batch, run, tiny_model
+from conftest import LM_STRATEGIES, batch, logits_of, tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from tiedharness.model.decoding import greedy_translate
@@ -137,7 +137,7 @@ def _untied_copy(tied):
 
 def _backward(model, src, tgt):
     model.zero_grad()
-    logits = run(model, src, tgt)
+    logits = logits_of(model, src, tgt)
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt.roll(-1, 1).flatten())
     loss.backward()
     return loss
@@ -175,7 +175,9 @@ def test_ties_survive_state_dict_round_trip(strategy_name):
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     assert_ties(fresh, expected_ties(strategy_name))
     src, tgt = batch()
-    torch.testing.assert_close(run(fresh, src, tgt), run(source, src, tgt), rtol=0, atol=0)
+    torch.testing.assert_close(
+        logits_of(fresh, src, tgt), logits_of(source, src, tgt), rtol=0, atol=0
+    )
 
 
 def test_ties_survive_dtype_cast(strategy_name):
@@ -183,7 +185,7 @@ def test_ties_survive_dtype_cast(strategy_name):
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert_ties(model, expected_ties(strategy_name))
     src, tgt = batch()
-    assert run(model, src, tgt).dtype == torch.float64
+    assert logits_of(model, src, tgt).dtype == torch.float64
 
 
 def test_optimizer_holds_each_tensor_once(strategy_name):

@@ -10,6 +10,7 @@ the error. The config is checked against its schemas before any data is built.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import random
@@ -28,8 +29,10 @@ from tiedharness.model.sharing import SharingNotApplicable, build_model
 from tiedharness.tasks import make_task
 from tiedharness.tracking.record import RunRecord, RunStatus
 from tiedharness.tracking.trackers import Trackers
-from tiedharness.training.costs import profile_step, vocabulary_costs
-from tiedharness.training.device import peak_memory_mb, resolve_device
+from tiedharness.training.config import TrainerConfig
+from tiedharness.training.convergence import convergence
+from tiedharness.training.costs import cached_profile, vocabulary_costs
+from tiedharness.training.device import peak_memory_mb, reset_peak_memory, resolve_device
 from tiedharness.training.evaluation import Evaluator
 from tiedharness.training.loop import Trainer
 
@@ -132,10 +135,11 @@ def train(
 ) -> tuple[RunStatus, dict]:
     """Build the data and the model, measure costs, train, evaluate; fills `record`'s
     env, data and params and returns the status and metrics."""
-    from tiedharness.tasks.data import build_task  # tokenizers and tensors: only when training
+    from tiedharness.tasks.data import build_task, cache_root  # tokenizers, tensors
 
     cfg = job.trainer
     device = resolve_device(cfg.device)
+    reset_peak_memory(device)
     record.env = environment(device, torch_threads(cfg.num_threads, ctx.parallel_jobs))
     seed_everything(cfg.seed, cfg.deterministic)
     task = make_task(job.task)
@@ -150,18 +154,45 @@ def train(
     evaluator = Evaluator(trainer.model, data, cfg, device)
     metrics = vocabulary_costs(model, data.vocab)
     if cfg.profile:
+        batch, costs_dir = trainer.first_batch(), cache_root(job.task.cache_dir) / "costs"
         metrics.update(
-            profile_step(trainer.model, trainer.first_batch(), cfg.label_smoothing, cfg.precision)
+            cached_profile(trainer.model, batch, cfg.label_smoothing, cfg.precision, costs_dir)
         )
         trainer.optimizer.zero_grad(set_to_none=True)
-    result = trainer.fit(evaluate=evaluator.validation, progress=not ctx.multirun)
+    curve: list[tuple[int, float]] = []  # (tokens, validation loss) of every evaluation
+
+    def evaluate() -> dict[str, float]:
+        row = evaluator.validation()
+        curve.append((trainer.tokens, row["val_loss"]))
+        return row
+
+    result = trainer.fit(evaluate=evaluate, progress=not ctx.multirun)
     metrics.update(result.metrics)
     if result.status == "completed":
-        final = evaluator.final()
+        final = final_evaluation(evaluator, curve, trainer.tokens, cfg)
         metrics.update(final)
         trackers.log(trainer.progress_row(**final))
+        write_decoded(ctx.run_dir, evaluator.decoded)
     metrics["peak_mem_mb"] = peak_memory_mb(device)
     return RunStatus(result.status), metrics
+
+
+def final_evaluation(
+    evaluator: Evaluator, curve: list[tuple[int, float]], tokens: int, cfg: TrainerConfig
+) -> dict:
+    """The end-of-run evaluation, and whether the validation curve had converged."""
+    final = evaluator.final()
+    curve.append((tokens, final["val_loss"]))
+    window, rel, abs_ = cfg.converge_window, cfg.converge_tolerance, cfg.converge_tolerance_abs
+    return {**final, **convergence(curve, window, rel, abs_)}
+
+
+def write_decoded(run_dir: Path, decoded: dict[str, list[dict]]) -> None:
+    """The decoded examples of each split, one JSON object a line (index into the split,
+    hypothesis, reference): what BLEU was computed on, for paired tests between runs."""
+    for split, rows in decoded.items():
+        with (run_dir / f"decoded-{split}.jsonl").open("w") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def environment(device: torch.device, threads: int) -> dict:

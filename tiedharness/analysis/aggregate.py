@@ -1,28 +1,50 @@
 """Finished runs → one tidy pandas DataFrame, and the per-cell summary over seeds.
 
 Reads run records (tiedharness/tracking/record.py, docs/run-record.md) from a local
-results folder or from the W&B API, through the same `RunRecord` class, into the same columns. Failed, diverged and skipped runs stay in the frame with
-their status, so they are counted and listed, never silently dropped; a run.json that
-cannot be read is named in the warnings and left out.
+results folder or from the W&B API, through the same `RunRecord` class, into the same
+columns. Failed, diverged and skipped runs stay in the frame with their status, so they
+are counted and listed, never silently dropped; a run.json that cannot be read is named
+in the warnings and left out.
+
+Cells (docs/concepts.md): task, the model's effective shape, and every other key the
+runs vary, with a placeholder where a run lacks the key. Sharing options are not cell
+keys but part of the run's label (`qk+mask_self`), so `none` is the baseline of every
+variant. A second completed run of the same cell, label and seed is not a replicate: it
+is flagged (`duplicate`) and left out of the statistics.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from scipy.stats import t as student_t
+from omegaconf import OmegaConf
 
+from tiedharness.analysis.stats import (
+    MIN_SEEDS,
+    SIGNIFICANCE,
+    bleu_paired_bootstrap,
+    ci95,
+    paired_difference,
+)
+from tiedharness.model.config import SharingConfig
+from tiedharness.model.names import SHARING_OPTIONS
 from tiedharness.tracking.record import IDENTITY, RunRecord
 
 # Columns every row has, whatever the task.
 ID_COLUMNS = [*IDENTITY, "status"]
-# Config keys that identify a run without being a swept setting.
-NOT_SWEPT = ("trainer.seed", "task.cache_dir", "task.name", "sharing.strategies", "results_dir")
+# The model settings its label shows (so they are no separate cell keys).
+MODEL_SHAPE = ("model.d_model", "model.d_ff", "model.n_heads", "model.enc_layers",
+               "model.dec_layers")  # fmt: skip
+# Config keys (or prefixes) that are never cell keys: identity, paths, where logs go, and
+# the sharing options, which are part of the label instead.
+NOT_SWEPT = ("trainer.seed", "task.cache_dir", "task.name", "results_dir", "experiment_name",
+             "sharing.", "logger.", "trainer.num_threads", *MODEL_SHAPE)  # fmt: skip
+MISSING = "–"  # a cell key a run does not have
 
 
 @dataclass
@@ -36,11 +58,13 @@ class Runs:
 
     @property
     def completed(self) -> pd.DataFrame:
-        return self.frame[self.frame["status"] == "completed"]
+        """Completed runs, each (cell, label, seed) once: the replicates."""
+        done = self.frame[self.frame["status"] == "completed"]
+        return done[~done["duplicate"]] if "duplicate" in done else done
 
     @property
     def cell_keys(self) -> list[str]:
-        return ["task", "model", "sharing", *self.swept]
+        return ["task", "model", *self.swept]
 
     def status_counts(self) -> dict[str, int]:
         return self.frame["status"].value_counts().to_dict()
@@ -54,9 +78,51 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = json.dumps(value) if isinstance(value, list) else value
 
 
+def variant_label(strategy: str, options: dict[str, Any]) -> str:
+    """The strategy's name plus the non-default sharing options that change it."""
+    defaults = _sharing_defaults()
+    given: dict[str, Any] = {}
+    _flatten("", options or {}, given)
+    parts = strategy.split("+")
+    for key, (short, applies_to) in SHARING_OPTIONS.items():
+        value = given.get(key, defaults.get(key))
+        if value == defaults.get(key) or not set(parts) & set(applies_to):
+            continue
+        parts.append(short if value is True else f"{short}={value}")
+    return "+".join(parts)
+
+
+@functools.cache
+def _sharing_defaults() -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    schema = OmegaConf.structured(SharingConfig)
+    _flatten("", OmegaConf.to_container(schema, enum_to_str=True), defaults)
+    return defaults
+
+
+def model_label(preset: str | None, model: dict[str, Any], lm: bool) -> str:
+    """The preset's name with the shape the run really had (overrides included)."""
+    if not model:
+        return str(preset)
+    layers = (
+        f"{model.get('dec_layers')}"
+        if lm
+        else f"{model.get('enc_layers')}+{model.get('dec_layers')}"
+    )
+    shape = f"d={model.get('d_model')}, ff={model.get('d_ff')}, {model.get('n_heads')} heads"
+    return f"{preset}: {shape}, {layers} layers"
+
+
 def record_to_row(record: RunRecord) -> dict[str, Any]:
     """One run record (run.json, or the same built from W&B) → one flat row."""
     row = {**record.identity(), "status": str(record.status), "error": record.error}
+    lm = (record.data.get("vocab") or {}).get(
+        "src"
+    ) is None and "vocab_size_src" not in record.metrics
+    row["model"] = model_label(record.model, record.config.get("model") or {}, lm)
+    row["model_preset"] = record.model
+    row["strategy"] = record.sharing
+    row["sharing"] = variant_label(record.sharing, record.config.get("sharing") or {})
     params = record.params
     for key in ("total", "untied_total", "saved", "reduction"):
         row[f"params_{key}"] = params.get(key)
@@ -89,7 +155,7 @@ def load_runs(results_dir: Path | str, with_history: bool = True) -> Runs:
             histories.append(_load_history(history, row["run_id"], warnings))
     if not rows:
         warnings.append(f"no run.json found below {results_dir}")
-    return _runs(rows, warnings, histories)
+    return make_runs(rows, warnings, histories)
 
 
 def _natural(path: Path) -> tuple:
@@ -109,27 +175,46 @@ def _load_history(path: Path, run_id: str, warnings: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _runs(rows: list[dict], warnings: list[str], histories: list[pd.DataFrame]) -> Runs:
+def make_runs(rows: list[dict], warnings: list[str], histories: list[pd.DataFrame]) -> Runs:
     frame = pd.DataFrame(
         rows, columns=list(dict.fromkeys([*ID_COLUMNS, *(k for r in rows for k in r)]))
     )
     swept = swept_keys(frame)
     for key in swept:
-        frame[key] = frame[f"cfg.{key}"]
+        frame[key] = frame[f"cfg.{key}"].map(lambda v: MISSING if _is_missing(v) else v)
+    frame["duplicate"] = _duplicates(frame, ["task", "model", *swept, "sharing", "seed"])
+    for _, row in frame[frame["duplicate"]].iterrows():
+        warnings.append(
+            f"run {row['run_id']} repeats {row['sharing']} seed {row['seed']} of its cell: "
+            "not a replicate, counted once"
+        )
     history = pd.concat(histories, ignore_index=True) if histories else None
     return Runs(frame, swept, warnings, history)
 
 
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _duplicates(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """True for a completed run whose cell, label and seed an earlier completed run has."""
+    if frame.empty:
+        return pd.Series(dtype=bool)
+    done = frame["status"] == "completed"
+    key = frame[keys].astype(str).agg("|".join, axis=1)
+    return done & key.where(done).duplicated(keep="first") & key.where(done).notna()
+
+
 def swept_keys(frame: pd.DataFrame) -> list[str]:
     """Config keys that are axes of their own: they take several values among runs of
-    the same task, model, strategy and seed (task.overlap, task.vocab_size, …). Keys that
-    merely follow the task or model choice (each task's default vocab_size) are not."""
+    the same task, strategy and seed (task.overlap, model.d_model, …). Keys that merely
+    follow the task or model choice (each task's default vocab_size) are not."""
     if frame.empty:
         return []
-    identity = frame[["task", "model", "sharing", "seed"]].astype(str).agg("|".join, axis=1)
+    identity = frame[["task", "model_preset", "sharing", "seed"]].astype(str).agg("|".join, axis=1)
     keys = []
     for column in (c for c in frame.columns if c.startswith("cfg.")):
-        if column[4:] in NOT_SWEPT:
+        if column[4:].startswith(NOT_SWEPT):
             continue
         values = frame[column].map(lambda v: json.dumps(v, default=str))
         if (values.groupby(identity).nunique() > 1).any():
@@ -137,17 +222,12 @@ def swept_keys(frame: pd.DataFrame) -> list[str]:
     return keys
 
 
-def ci95(std: float, n: int) -> float:
-    """Half-width of the 95% confidence interval of a mean of n samples."""
-    if n < 2 or not math.isfinite(std):
-        return float("nan")
-    return float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+# ---------------------------------------------------------------------------- summary
 
-
-DELTA_METRICS = ("params_total", "val_loss", "bleu", "exact_match")
 SUMMARY_METRICS = (
     "params_total",
     "val_loss",
+    "val_bpc",
     "val_ppl",
     "bleu",
     "chrf",
@@ -155,95 +235,111 @@ SUMMARY_METRICS = (
     "test_bleu",
     "train_tokens_per_s",
     "infer_tokens_per_s",
-    "softmax_flops_share",
-    "softmax_time_share",
+    "output_step_flops_share",
+    "output_step_time_share",
+    "output_step_time_share_iqr",
     "vocab_size_tgt",
     "overlap",
+    "steps",
+    "tokens",
 )
+DELTA_METRICS = ("val_loss", "val_bpc", "bleu", "exact_match", "params_total")
 
 
 def summarize(runs: Runs) -> pd.DataFrame:
-    """Per cell (task, model, sharing, other swept keys), over seeds of completed runs:
-    mean, std, n and 95% CI of each metric, and the delta against `none` of the same cell."""
+    """Per cell and label, over the seeds of completed runs: n, mean, std and 95% CI of
+    each metric, the share of converged runs, and the paired difference from `none` of
+    the same cell (mean over seeds both have, 95% CI, paired-t p-value, pairs)."""
     done = runs.completed
     metrics = [m for m in SUMMARY_METRICS if m in done.columns and done[m].notna().any()]
     if done.empty or not metrics:
         return pd.DataFrame()
-    keys = runs.cell_keys
+    keys = [*runs.cell_keys, "sharing"]
     grouped = done.groupby(keys, dropna=False, sort=False)
     out = grouped.size().rename("n").to_frame()
+    out["few_seeds"] = out["n"] < MIN_SEEDS
+    if "converged" in done:
+        out["converged_frac"] = grouped["converged"].agg(
+            lambda c: c.fillna(False).astype(bool).mean()
+        )
     for m in metrics:
         stats = grouped[m].agg(["mean", "std", "count"])
-        out[f"{m}_mean"] = stats["mean"]
-        out[f"{m}_std"] = stats["std"]
+        out[f"{m}_mean"], out[f"{m}_std"] = stats["mean"], stats["std"]
         out[f"{m}_ci95"] = [
             ci95(s, int(c)) for s, c in zip(stats["std"], stats["count"], strict=True)
         ]
     out = out.reset_index()
-    return _deltas_vs_none(out, [k for k in keys if k != "sharing"])
-
-
-def _deltas_vs_none(out: pd.DataFrame, cell: list[str]) -> pd.DataFrame:
-    """Each metric's mean minus the mean of `none` in the same cell (NaN without one)."""
-    metrics = [m for m in DELTA_METRICS if f"{m}_mean" in out.columns]
-    base = out[out["sharing"] == "none"][[*cell, *(f"{m}_mean" for m in metrics)]]
-    base = base.rename(columns={f"{m}_mean": f"{m}_none" for m in metrics})
-    out = out.merge(base, on=cell, how="left")
-    for m in metrics:
-        out[f"{m}_delta_vs_none"] = out[f"{m}_mean"] - out.pop(f"{m}_none")
+    out = _paired_deltas(out, done, runs.cell_keys)
+    if "bleu" in done and done["bleu"].notna().any():
+        out["delta_bleu_bootstrap_p"] = _bleu_bootstrap(out, done, runs.cell_keys)
     return out
 
 
-# ---------------------------------------------------------------------------- W&B source
+def _paired_deltas(out: pd.DataFrame, done: pd.DataFrame, cell: list[str]) -> pd.DataFrame:
+    """delta_<metric>_{mean,ci95,p,n}: per-seed differences from `none` in the same cell."""
+    metrics = [m for m in DELTA_METRICS if m in done.columns]
+    key = lambda frame: frame[cell].astype(str).agg("|".join, axis=1)  # noqa: E731
+    done = done.assign(_cell=key(done))
+    base = done[done["sharing"] == "none"].set_index(["_cell", "seed"])
+    columns: dict[str, list] = {}
+    for cell_id, label in zip(key(out), out["sharing"], strict=True):
+        runs = done[(done["_cell"] == cell_id) & (done["sharing"] == label)].set_index("seed")
+        for m in metrics:
+            diffs = [
+                _float(runs.at[seed, m]) - _float(base.at[(cell_id, seed), m])
+                for seed in runs.index
+                if (cell_id, seed) in base.index
+            ]
+            result = paired_difference(diffs)
+            for stat, value in result.items():
+                columns.setdefault(f"delta_{m}_{stat}", []).append(value)
+    out = out.assign(**columns)
+    for m in metrics:
+        out[f"delta_{m}_significant"] = out[f"delta_{m}_p"] < SIGNIFICANCE
+    return out
 
 
-def load_wandb_runs(path: str, group: str | None = None) -> Runs:
-    """The same frame from the W&B API: ENTITY/PROJECT, optionally one sweep's group."""
-    import wandb
-
-    api = wandb.Api()
-    filters = {"group": group} if group else {}
-    rows, warnings = [], []
-    for run in api.runs(path, filters=filters):
-        try:
-            record = record_from_wandb(dict(run.config), dict(run.summary), run.name, run.group)
-            rows.append(record_to_row(record))
-        except (KeyError, TypeError, ValueError) as err:
-            warnings.append(f"skipped W&B run {run.name}: {err}")
-    if not rows:
-        warnings.append(f"no W&B runs found in {path}" + (f" group {group}" if group else ""))
-    return _runs(rows, warnings, [])
+def _float(value: Any) -> float:
+    """A metric as a float; NaN where a run did not record it."""
+    return float("nan") if _is_missing(value) else float(value)
 
 
-def record_from_wandb(config: dict, summary: dict, name: str, group: str) -> RunRecord:
-    """A run record rebuilt from a W&B run's config (the resolved Hydra config, plus the
-    `run` block WandbTracker adds) and summary (final metrics, `params/*`, `data/*`,
-    `status`), so W&B runs aggregate like local ones."""
-    run = config.get("run") or {}
-    params: dict[str, Any] = {"by_component": {}}
-    for key, value in summary.items():
-        if key.startswith("params/by_component/"):
-            params["by_component"][key.rsplit("/", 1)[1]] = value
-        elif key.startswith("params/"):
-            params[key.split("/", 1)[1]] = value
-    data = {k.split("/", 1)[1]: v for k, v in summary.items() if k.startswith("data/")}
-    skip = ("status", "step", "tokens", "lr")
-    metrics = {
-        k: v
-        for k, v in summary.items()
-        if "/" not in k and not k.startswith("_") and k not in skip and isinstance(v, int | float)
-    }
-    return RunRecord.from_dict(
-        {
-            **run,
-            "run_id": run.get("run_id", name),
-            "sweep_id": group,
-            "task": run["task"],
-            "sharing": run["sharing"],
-            "status": summary.get("status", "completed"),
-            "config": {k: v for k, v in config.items() if k != "run"},
-            "params": params,
-            "metrics": metrics,
-            "data": data,
-        }
+def _bleu_bootstrap(out: pd.DataFrame, done: pd.DataFrame, cell: list[str]) -> list[float]:
+    """sacreBLEU's paired bootstrap of each label against none of its cell, on the
+    sentences both decoded (decoded-valid.jsonl), pooled over the seeds they share.
+    NaN where the decoded files are missing or cover different examples."""
+    key = done[cell].astype(str).agg("|".join, axis=1)
+    p_values = []
+    for cell_id, label in zip(
+        out[cell].astype(str).agg("|".join, axis=1), out["sharing"], strict=True
+    ):
+        mine = done[(key == cell_id) & (done["sharing"] == label)].set_index("seed")["run_dir"]
+        base = done[(key == cell_id) & (done["sharing"] == "none")].set_index("seed")["run_dir"]
+        pooled = [_decoded_pair(base[s], mine[s]) for s in mine.index if s in base.index]
+        if label == "none" or not pooled or any(p is None for p in pooled):
+            p_values.append(float("nan"))
+            continue
+        baseline, system, references = ([x for p in pooled for x in p[i]] for i in range(3))
+        p_values.append(bleu_paired_bootstrap(baseline, system, references))
+    return p_values
+
+
+def _decoded_pair(base_dir: str, run_dir: str) -> tuple[list, list, list] | None:
+    """(baseline hypotheses, system hypotheses, references) of the same examples."""
+    try:
+        rows = [
+            [
+                json.loads(line)
+                for line in (Path(d) / "decoded-valid.jsonl").read_text().splitlines()
+            ]
+            for d in (base_dir, run_dir)
+        ]
+    except (OSError, ValueError, TypeError):
+        return None
+    if [r["index"] for r in rows[0]] != [r["index"] for r in rows[1]]:
+        return None
+    return (
+        [r["hypothesis"] for r in rows[0]],
+        [r["hypothesis"] for r in rows[1]],
+        [r["reference"] for r in rows[0]],
     )

@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tiedharness.analysis.aggregate import Runs
+from tiedharness.analysis.tables import WIDE_SPREAD
 from tiedharness.model.names import COMPONENTS, STRATEGY_NAMES
 
 WIDTH = 3.4  # inches: one column of a two-column paper
@@ -43,12 +44,21 @@ class NoData(Exception):
     """The runs hold nothing this figure could show; the message says what is missing."""
 
 
-def strategy_style(name: str) -> dict:
-    """One colour and marker per strategy, the same in every figure (registry order;
-    combinations of strategies get a stable style of their own)."""
+def strategy_style(label: str) -> dict:
+    """One colour and marker per label, the same in every figure and report: a strategy's
+    by its place in STRATEGY_NAMES; a variant with options (qk+mask_self) keeps its
+    strategy's colour with a marker and dashes of its own; a combination of strategies
+    gets a stable style of its own."""
+    parts = label.split("+")
+    strategies = "+".join(p for p in parts if p in STRATEGY_NAMES)
+    options = "+".join(p for p in parts if p not in STRATEGY_NAMES)
     order = list(STRATEGY_NAMES)
-    i = order.index(name) if name in order else len(order) + sum(map(ord, name))
-    return {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}
+    i = order.index(strategies) if strategies in order else len(order) + sum(map(ord, strategies))
+    style = {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}
+    if options:
+        shift = 1 + sum(map(ord, options)) % (len(_MARKERS) - 1)
+        style.update(marker=_MARKERS[(i + shift) % len(_MARKERS)], linestyle="--")
+    return style
 
 
 def _strategy_order(names) -> list[str]:
@@ -74,9 +84,14 @@ def _legend(fig: Figure, axes: list) -> None:
         fig.tight_layout()
 
 
-def _cell_label(row: pd.Series, swept: list[str]) -> str:
+def _cell_label(row: pd.Series, swept: list[str], with_model: bool = True) -> str:
     extra = ", ".join(f"{k.split('.')[-1]}={row[k]}" for k in swept if pd.notna(row.get(k)))
-    return f"{row['task']} ({row['model']}{', ' + extra if extra else ''})"
+    inside = ", ".join(x for x in (row["model"] if with_model else "", extra) if x)
+    return f"{row['task']} ({inside})" if inside else str(row["task"])
+
+
+def _converged(row: pd.Series) -> bool:
+    return not (row.get("converged_frac", 1.0) < 1.0)
 
 
 def pareto_front(points: list[tuple[float, float]], maximize: bool = False) -> list[tuple]:
@@ -99,34 +114,45 @@ def _point(ax, row: pd.Series, x: str, x_scale: float, y: str) -> None:
         value = row.get(f"{metric}_ci95")
         return value / scale if pd.notna(value) else None
 
+    style = {**strategy_style(row["sharing"]), "linestyle": "none"}
+    if not _converged(row):  # hollow: not every run of the cell converged
+        style["markerfacecolor"] = "none"
     ax.errorbar(
         row[f"{x}_mean"] / x_scale,
         row[f"{y}_mean"],
         xerr=ci(x, x_scale),
         yerr=ci(y),
-        linestyle="none",
         capsize=2,
         markersize=5,
         label=row["sharing"],
-        **strategy_style(row["sharing"]),
+        **style,
     )
 
 
 def _tradeoff(summary: pd.DataFrame, runs: Runs, metric: str, label: str, maximize: bool) -> Figure:
+    """One panel per task (and swept setting); a point per model and label, and a line
+    joining each label's points across model sizes, so labels compare at equal parameters."""
     col = f"{metric}_mean"
     if summary.empty or col not in summary or summary[col].notna().sum() < 2:
         raise NoData(f"fewer than two completed cells report {metric}")
     data = summary[summary[col].notna()]
-    groups = list(data.groupby(["task", "model", *runs.swept], dropna=False, sort=False))
+    groups = list(data.groupby(["task", *runs.swept], dropna=False, sort=False))
     fig, axes = _panels(len(groups))
-    for ax, (_, cell) in zip(axes, groups, strict=True):
-        for _, row in cell.iterrows():
+    for ax, (_, panel) in zip(axes, groups, strict=True):
+        for _, row in panel.iterrows():
             _point(ax, row, "params_total", 1e6, metric)
+        for sharing in _strategy_order(panel["sharing"]):
+            sizes = panel[panel["sharing"] == sharing].sort_values("params_total_mean")
+            if len(sizes) > 1:
+                ax.plot(sizes["params_total_mean"] / 1e6, sizes[col], linewidth=0.9,
+                        color=strategy_style(sharing)["color"],
+                        linestyle=strategy_style(sharing).get("linestyle", "-"))  # fmt: skip
         front = pareto_front(
-            list(zip(cell["params_total_mean"] / 1e6, cell[col], strict=True)), maximize
+            list(zip(panel["params_total_mean"] / 1e6, panel[col], strict=True)), maximize
         )
         ax.step(*zip(*front, strict=True), where="post", color="0.5", linewidth=0.8, zorder=0)
-        ax.set_title(_cell_label(cell.iloc[0], runs.swept))
+        with_model = panel["model"].nunique() == 1
+        ax.set_title(_cell_label(panel.iloc[0], runs.swept, with_model))
         ax.set_xlabel("unique parameters (M)")
         ax.set_ylabel(label)
     _legend(fig, axes)
@@ -134,12 +160,19 @@ def _tradeoff(summary: pd.DataFrame, runs: Runs, metric: str, label: str, maximi
 
 
 def tradeoff_loss(runs: Runs, summary: pd.DataFrame) -> Figure:
-    """Unique parameters vs validation loss, per task, with 95% CIs and the Pareto front."""
+    """Unique parameters vs validation loss per task, with 95% CIs, the Pareto front, and
+    lines across model sizes. Hollow markers: cells not every run of which converged."""
     return _tradeoff(summary, runs, "val_loss", "validation loss (nats/token)", maximize=False)
 
 
+def tradeoff_bpc(runs: Runs, summary: pd.DataFrame) -> Figure:
+    """Unique parameters vs validation bits per character (comparable across
+    tokenizations), as tradeoff_loss."""
+    return _tradeoff(summary, runs, "val_bpc", "validation bits per character", maximize=False)
+
+
 def tradeoff_bleu(runs: Runs, summary: pd.DataFrame) -> Figure:
-    """Unique parameters vs BLEU, per translation task, with 95% CIs and the Pareto front."""
+    """Unique parameters vs BLEU per translation task, as tradeoff_loss."""
     return _tradeoff(summary, runs, "bleu", "BLEU (valid subset)", maximize=True)
 
 
@@ -178,12 +211,14 @@ def param_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
 
 
 def softmax_cost(runs: Runs, summary: pd.DataFrame) -> Figure:
-    """Output-layer FLOP and time shares, and training throughput, vs vocabulary size
-    (joint vocabularies solid, separate dashed), for tasks run at several sizes."""
+    """The output layer's (projection, softmax and loss) share of a training step in FLOPs
+    and in time, and training throughput, vs vocabulary size (joint vocabularies solid,
+    separate dashed; timings whose spread is wide are greyed)."""
     done = runs.completed
-    needed = ["softmax_flops_share", "softmax_time_share", "train_tokens_per_s"]
+    needed = ["output_step_flops_share", "output_step_time_share", "output_step_time_share_iqr",
+              "train_tokens_per_s"]  # fmt: skip
     if done.empty or not {"vocab_size_tgt", *needed} <= set(done.columns):
-        raise NoData("no run measured the softmax cost")
+        raise NoData("no run measured the output layer's cost")
     sizes = done.groupby("task")["vocab_size_tgt"].nunique()
     done = done[done["task"].isin(sizes[sizes >= 2].index)]
     if done.empty:
@@ -200,16 +235,22 @@ def softmax_cost(runs: Runs, summary: pd.DataFrame) -> Figure:
         color = strategy_style(sharing)["color"]
         dash = "-" if vocab_kind == "joint" else "--"
         label = f"{task}, {vocab_kind}, {sharing}"
-        for column, marker in (("softmax_flops_share", "o"), ("softmax_time_share", "x")):
-            share_ax.plot(rows["vocab_size_tgt"], rows[column], dash, color=color, marker=marker,
-                          markersize=3, label=f"{label} ({'FLOPs' if marker == 'o' else 'time'})")  # fmt: skip
+        share_ax.plot(rows["vocab_size_tgt"], rows["output_step_flops_share"], dash, color=color,
+                      marker="o", markersize=3, label=f"{label} (FLOPs)")  # fmt: skip
+        share_ax.plot(rows["vocab_size_tgt"], rows["output_step_time_share"], dash, color=color,
+                      marker="x", markersize=3, label=f"{label} (time)")  # fmt: skip
+        noisy = rows[
+            rows["output_step_time_share_iqr"] > WIDE_SPREAD * rows["output_step_time_share"]
+        ]
+        share_ax.scatter(noisy["vocab_size_tgt"], noisy["output_step_time_share"], s=40,
+                         color="0.8", zorder=0)  # fmt: skip
         speed_ax.plot(rows["vocab_size_tgt"], rows["train_tokens_per_s"], dash, color=color,
                       marker="o", markersize=3, label=label)  # fmt: skip
     for ax in (share_ax, speed_ax):
         ax.set_xscale("log")
         ax.set_xlabel("target vocabulary size")
     share_ax.set_ylabel("output layer's share of a step")
-    share_ax.set_title("softmax cost: o FLOPs, x time")
+    share_ax.set_title("output layer: o FLOPs, x time (grey: noisy timing)")
     speed_ax.set_ylabel("training target tokens/s")
     _legend(fig, [share_ax, speed_ax])
     return fig
@@ -221,7 +262,7 @@ def learning_curves(runs: Runs, summary: pd.DataFrame) -> Figure:
     if history is None or "val_loss" not in history or history["val_loss"].notna().sum() == 0:
         raise NoData("no run logged validation loss during training")
     evals = history[history["val_loss"].notna()].merge(
-        runs.completed[["run_id", *runs.cell_keys]], on="run_id"
+        runs.completed[["run_id", *runs.cell_keys, "sharing"]], on="run_id"
     )
     if evals.empty:
         raise NoData("no completed run logged validation loss")
@@ -248,27 +289,31 @@ def learning_curves(runs: Runs, summary: pd.DataFrame) -> Figure:
 
 
 def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
-    """Gain of encdec_vocab and three_way over none vs source-target subword overlap."""
-    needed = {"overlap_mean", "val_loss_delta_vs_none"}
+    """Gain of encdec_vocab and three_way over none (paired over seeds, 95% CI) vs
+    source-target subword overlap, one line per task. Bits per character, so that
+    different tokenizations compare."""
+    metric = "val_bpc" if "delta_val_bpc_mean" in summary else "val_loss"
+    needed = {"overlap_mean", f"delta_{metric}_mean"}
     if summary.empty or not needed <= set(summary.columns):
         raise NoData("no run recorded its task's overlap together with a none baseline")
     rows = summary[summary["sharing"].isin(["encdec_vocab", "three_way"])]
-    rows = rows.dropna(subset=["overlap_mean", "val_loss_delta_vs_none"])
+    rows = rows.dropna(subset=list(needed))
     if rows["overlap_mean"].nunique() < 2:
         raise NoData("encdec_vocab / three_way ran against none at fewer than two overlaps")
-    metrics = [("val_loss_delta_vs_none", "Δ validation loss vs none (lower is better)")]
-    if "bleu_delta_vs_none" in rows and rows["bleu_delta_vs_none"].notna().any():
-        metrics.append(("bleu_delta_vs_none", "Δ BLEU vs none"))
+    unit = "bits/char" if metric == "val_bpc" else "nats/token"
+    metrics = [(metric, f"Δ validation {unit} vs none (lower is better)")]
+    if "delta_bleu_mean" in rows and rows["delta_bleu_mean"].notna().any():
+        metrics.append(("bleu", "Δ BLEU vs none"))
     fig, axes = _panels(len(metrics))
-    for ax, (column, label) in zip(axes, metrics, strict=True):
-        for sharing, group in rows.groupby("sharing", sort=False):
+    for ax, (name, label) in zip(axes, metrics, strict=True):
+        for (task, sharing), group in rows.groupby(["task", "sharing"], sort=False):
             group = group.sort_values("overlap_mean")
             style = strategy_style(sharing)
-            ax.plot(group["overlap_mean"], group[column], color=style["color"], marker=style["marker"],
-                    markersize=4, linewidth=1, label=sharing)  # fmt: skip
-            for _, point in group.iterrows():  # which pair each point is
-                ax.annotate(point["task"], (point["overlap_mean"], point[column]), fontsize=5,
-                            xytext=(3, 3), textcoords="offset points", color="0.35")  # fmt: skip
+            ax.errorbar(group["overlap_mean"], group[f"delta_{name}_mean"],
+                        yerr=group[f"delta_{name}_ci95"].fillna(0), color=style["color"],
+                        marker=style["marker"], markersize=4, linewidth=1, capsize=2,
+                        linestyle="-" if task == rows["task"].iloc[0] else ":",
+                        label=f"{sharing}, {task}")  # fmt: skip
         ax.axhline(0, color="0.6", linewidth=0.6)
         ax.set_xlabel("source-target subword overlap (Jaccard)")
         ax.set_ylabel(label)
@@ -295,6 +340,7 @@ def quality_vs_throughput(runs: Runs, summary: pd.DataFrame) -> Figure:
 
 FIGURES: dict[str, Callable[[Runs, pd.DataFrame], Figure]] = {
     "tradeoff_loss": tradeoff_loss,
+    "tradeoff_bpc": tradeoff_bpc,
     "tradeoff_bleu": tradeoff_bleu,
     "param_budget": param_budget,
     "softmax_cost": softmax_cost,

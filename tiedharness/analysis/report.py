@@ -10,28 +10,21 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from tiedharness.analysis import plots
-from tiedharness.analysis.aggregate import Runs, load_runs, load_wandb_runs, summarize
-
-# Summary columns shown in the tables: (column, header, format).
-TABLE_COLUMNS = [
-    ("params_total_mean", "params", "{:,.0f}"),
-    ("params_total_delta_vs_none", "Δparams", "{:+,.0f}"),
-    ("val_loss_mean", "val loss", "{:.4f}"),
-    ("val_loss_ci95", "±95%", "{:.4f}"),
-    ("val_loss_delta_vs_none", "Δloss", "{:+.4f}"),
-    ("bleu_mean", "BLEU", "{:.2f}"),
-    ("exact_match_mean", "EM", "{:.3f}"),
-    ("train_tokens_per_s_mean", "train tok/s", "{:,.0f}"),
-    ("softmax_flops_share_mean", "softmax FLOPs", "{:.3f}"),
-    ("softmax_time_share_mean", "softmax time", "{:.3f}"),
-]
+from tiedharness.analysis.aggregate import Runs, load_runs, summarize
+from tiedharness.analysis.tables import (
+    FOOTNOTES,
+    budget_lines,
+    runs_table,
+    summary_table,
+    to_latex,
+    to_markdown,
+)
 
 
 @dataclass
@@ -43,52 +36,6 @@ class Report:
     not_drawn: dict[str, str] = field(default_factory=dict)  # figure → why not
     tables: dict[str, Path] = field(default_factory=dict)
     html: Path | None = None
-
-
-def summary_table(runs: Runs, summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows of the per-cell summary."""
-    keys = ["task", "model", *runs.swept, "sharing", "n"]
-    columns = [c for c in TABLE_COLUMNS if c[0] in summary.columns and summary[c[0]].notna().any()]
-    header = [k.split(".")[-1] for k in keys] + [h for _, h, _ in columns]
-    rows = []
-    for _, row in summary.iterrows():
-        cells = [str(row[k]) for k in keys]
-        for column, _, fmt in columns:
-            value = row[column]
-            cells.append(
-                "–"
-                if value is None or (isinstance(value, float) and math.isnan(value))
-                else fmt.format(value)
-            )
-        rows.append(cells)
-    return header, rows
-
-
-def to_markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def to_latex(header: list[str], rows: list[list[str]]) -> str:
-    """A booktabs table (\\usepackage{booktabs})."""
-
-    def tex(cell: str) -> str:
-        for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
-                     ("#", r"\#"), ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("–", "--")):  # fmt: skip
-            cell = cell.replace(a, b)
-        return cell
-
-    spec = "l" * 3 + "r" * (len(header) - 3)
-    lines = [
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        " & ".join(map(tex, header)) + r" \\",
-        r"\midrule",
-    ]
-    lines += [" & ".join(map(tex, r)) + r" \\" for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
 
 
 def build_report(runs: Runs, out_dir: Path) -> Report:
@@ -104,8 +51,9 @@ def build_report(runs: Runs, out_dir: Path) -> Report:
         report.figures[name] = plots.save(fig, out_dir / "figures", name)
     if not summary.empty:
         header, rows = summary_table(runs, summary)
+        notes = "".join(f"\n{line}\n" for line in [*budget_lines(runs), FOOTNOTES])
         report.tables["markdown"] = out_dir / "summary.md"
-        report.tables["markdown"].write_text(to_markdown(header, rows))
+        report.tables["markdown"].write_text(to_markdown(header, rows) + notes)
         report.tables["latex"] = out_dir / "summary.tex"
         report.tables["latex"].write_text(to_latex(header, rows))
         summary.to_csv(out_dir / "summary.csv", index=False)
@@ -130,18 +78,23 @@ border-bottom:1px solid #eee;text-align:right}td:first-child,th:first-child{text
 .status-skipped{color:#6e7781}figure{display:inline-block;margin:0 1rem 1rem 0;
 vertical-align:top;max-width:480px}figure img{width:100%}figcaption{font-size:12px;color:#555}
 .warn{background:#fff8c5;padding:.5rem 1rem;border-radius:4px}code{font-size:12px}
+tr.unfinished td{color:#8c959f}.note{font-size:12px;color:#555}
 """
 
 
-def _table_html(header: list[str], rows: list[list[str]], status_column: int | None = None) -> str:
+def _table_html(
+    header: list[str], rows: list[list[str]], status_column: int | None = None, marked: str = ""
+) -> str:
+    """An HTML table; rows holding the `marked` sign (not converged) are greyed."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
     for row in rows:
+        grey = " class=unfinished" if marked and any(marked in cell for cell in row) else ""
         cells = []
         for i, cell in enumerate(row):
             cls = f' class="status-{html.escape(cell)}"' if i == status_column else ""
             cells.append(f"<td{cls}>{html.escape(cell)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+        body.append(f"<tr{grey}>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -183,24 +136,18 @@ def render_html(report: Report) -> str:
             for name, why in report.not_drawn.items()
         )
         parts.append(f"<p>Figures without data:</p><ul>{items}</ul>")
-    parts.append("<h2>Summary per cell (mean over seeds)</h2>")
+    parts.append("<h2>Summary per cell (mean over seeds ± 95% interval)</h2>")
     if report.summary.empty:
         parts.append("<p>No completed runs to summarise.</p>")
     else:
-        parts.append(_table_html(*summary_table(runs, report.summary)))
-    parts += ["<h2>Runs</h2>", _runs_table_html(frame), "</body></html>"]
+        budgets = "".join(f"<li>{html.escape(line)}</li>" for line in budget_lines(runs))
+        parts.append(f"<ul class=budget>{budgets}</ul>")
+        parts.append(_table_html(*summary_table(runs, report.summary), marked="‡"))
+        parts.append(f"<p class=note>{html.escape(FOOTNOTES)}</p>")
+    header, rows = runs_table(runs)
+    status = header.index("status") if "status" in header else None
+    parts += ["<h2>Runs</h2>", _table_html(header, rows, status_column=status), "</body></html>"]
     return "\n".join(parts)
-
-
-def _runs_table_html(frame: pd.DataFrame) -> str:
-    columns = ["run_id", "task", "sharing", "seed", "status", "params_total", "val_loss", "error"]
-    present = [c for c in columns if c in frame.columns]
-    rows = [
-        ["" if pd.isna(v) else (f"{v:.4f}" if isinstance(v, float) else str(v)) for v in r]
-        for r in frame[present].itertuples(index=False)
-    ]
-    status = present.index("status") if "status" in present else None
-    return _table_html(present, rows, status_column=status)
 
 
 # ---------------------------------------------------------------------------- W&B
@@ -225,5 +172,7 @@ def load(source: str, results_dir: Path | None, wandb_path: str | None, group: s
             raise ValueError(
                 "--source wandb needs --wandb-path ENTITY/PROJECT (and optionally --group SWEEP)"
             )
+        from tiedharness.analysis.wandb_source import load_wandb_runs
+
         return load_wandb_runs(wandb_path, group)
     return load_runs(results_dir)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer
+from torch import Tensor
 
 from tiedharness.tasks.base import SPLITS, Task, make_task
 from tiedharness.tasks.batching import (
@@ -37,6 +38,7 @@ from tiedharness.tasks.tokenize import decode, encode, jaccard, token_types, tra
 from tiedharness.vocab import EOS_ID, Vocab
 
 DATA_VERSION = 1
+EVAL_SEED = 0  # the draw of evaluated examples: the same for every run on the same data
 
 
 @dataclass
@@ -66,13 +68,6 @@ class TaskData:
         """The batch budget: examples × longest side, padding included."""
         return self.task.cfg.max_tokens
 
-    @property
-    def longest_sequence(self) -> tuple[str, int]:
-        """(the setting that bounds sequence length, its value): the model must fit it."""
-        if self.kind == "lm":
-            return "task.block_size", self.task.cfg.block_size
-        return "task.max_len", self.task.cfg.max_len
-
     def detokenize(self, ids: list[int]) -> str:
         """Target-side token ids → text written as the references are (for scoring)."""
         return self.task.to_target_text(decode(self.tgt_tokenizer, ids))
@@ -80,19 +75,36 @@ class TaskData:
     def references(self, split: str) -> list[str]:
         return self.texts[split]["tgt"]
 
-    def batches(
-        self,
-        split: str,
-        max_tokens: int | None = None,
-        shuffle: bool = False,
-        seed: int = 0,
-        limit: int | None = None,
-    ) -> list[Batch]:
-        """The split's batches; with `limit`, only the first `limit` are collated."""
+    def sample(self, split: str, n: int | None, seed: int = EVAL_SEED) -> Tensor:
+        """Indices of `n` examples drawn at random across the split (all of them when `n`
+        is None or not smaller), sorted. The draw depends only on the split's size and the
+        seed, so every run on the same data evaluates the same examples."""
+        size = len(self.splits[split])
+        if n is None or n >= size:
+            return torch.arange(size)
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randperm(size, generator=generator)[:n].sort().values
+
+    def batches(self, split: str, indices: Tensor | None = None) -> list[Batch]:
+        """Token-budget batches (in length order) of the given examples, all by default."""
         data = self.splits[split]
-        budget = max_tokens or self.max_tokens
-        indices = token_batches(*data.sizes(), budget, shuffle, seed)
-        return [collate(data, idx) for idx in indices[:limit]]
+        indices = torch.arange(len(data)) if indices is None else indices
+        sizes = [s[indices] for s in data.sizes()]
+        order = token_batches(*sizes, self.max_tokens, shuffle=False)
+        return [collate(data, indices[batch]) for batch in order]
+
+    def target_chars(self, split: str) -> Tensor:
+        """Characters of target text each example is scored on, for bits per character:
+        a translation's reference plus one for its end (EOS); an LM window's predicted
+        tokens decoded, each EOS counted as one character (the line break it stands for)."""
+        if self.kind != "lm":
+            return torch.tensor([len(text) + 1 for text in self.references(split)])
+        windows = self.splits[split].tgt
+        counts = []
+        for i in range(len(windows)):
+            ids = windows[i][1:].tolist()
+            counts.append(len(decode(self.tgt_tokenizer, ids)) + ids.count(EOS_ID))
+        return torch.tensor(counts)
 
 
 def cache_root(configured: str | None) -> Path:

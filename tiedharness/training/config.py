@@ -21,7 +21,7 @@ class Precision(Choice):
 
 class Schedule(Choice):
     inverse_sqrt = "inverse_sqrt"  # linear warmup, then 1/√step (Vaswani et al.)
-    cosine = "cosine"  # linear warmup, then cosine to zero at max_steps
+    cosine = "cosine"  # linear warmup, then cosine to zero at the end of the budget
     constant = "constant"  # linear warmup, then flat
 
 
@@ -45,9 +45,17 @@ class TrainerConfig:
     max_train_tokens: int | None = None  # target tokens
     max_time_s: float | None = None  # wall-clock seconds of the training loop
     eval_every: int = 500  # steps between validation-loss evaluations (and one at the end)
-    eval_batches: int | None = None  # cap on validation batches; null: the whole split
+    # Evaluated examples are drawn at random across the split, the same for every run on
+    # the same data (tiedharness/tasks/data.py, TaskData.sample).
+    eval_examples: int | None = None  # validation (and test) loss; null: the whole split
     decode_examples: int = 200  # validation examples decoded for exact match / BLEU / speed
-    test_examples: int | None = None  # test examples decoded at the end; null: all, 0: none
+    test_examples: int | None = 200  # test examples decoded at the end; null: all, 0: none
+    # Convergence (tiedharness/training/convergence.py): converged when the validation loss
+    # is expected to improve by less than `converge_tolerance` (relative) or
+    # `converge_tolerance_abs` (nats) over the last `converge_window` of the budget.
+    converge_window: float = 0.2
+    converge_tolerance: float = 0.01
+    converge_tolerance_abs: float = 0.01
     log_every: int = 50
     num_threads: int | None = None  # torch threads; null: the cores divided among parallel jobs
     deterministic: bool = True
@@ -56,7 +64,10 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         coerce_choices(self, "trainer")
         require_positive(self, "trainer", "lr", "max_steps", "max_train_tokens", "max_time_s")
-        require_positive(self, "trainer", "eval_every", "eval_batches", "log_every", "num_threads")
+        require_positive(self, "trainer", "eval_every", "eval_examples", "log_every", "num_threads")
+        require_positive(self, "trainer", "converge_window", "converge_tolerance")
+        require_non_negative(self, "trainer", "converge_tolerance_abs")
+        require_fraction(self, "trainer", "converge_window")
         require_non_negative(
             self, "trainer", "weight_decay", "warmup_steps", "grad_clip", "decode_examples"
         )
@@ -79,5 +90,8 @@ class TrainerConfig:
                 "the training budget is unbounded: set trainer.max_steps, "
                 "trainer.max_train_tokens or trainer.max_time_s"
             )
-        if self.schedule == Schedule.cosine and not self.max_steps:
-            raise ValueError("trainer.schedule=cosine needs trainer.max_steps to know its length")
+        if self.schedule == Schedule.cosine and not (self.max_steps or self.max_train_tokens):
+            raise ValueError(
+                "trainer.schedule=cosine needs trainer.max_steps or trainer.max_train_tokens "
+                "to know its length"
+            )

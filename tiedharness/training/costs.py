@@ -3,25 +3,33 @@ measured share of a training step in FLOPs and in time. Definitions: docs/metric
 
 from __future__ import annotations
 
-import statistics
+import hashlib
+import json
+import os
 import time
 from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from tiedharness.model.transformer import Transformer
 from tiedharness.tasks.batching import Batch
+from tiedharness.tracking.record import write_json_atomic
 from tiedharness.training.device import autocast, synchronize
 from tiedharness.training.loop import mean_loss, model_inputs
 from tiedharness.training.metrics import token_loss
 from tiedharness.vocab import Vocab
 
+TIME_REPS = 12  # alternating repetitions of the two timings, after one warm-up each
+SOFTMAX_LOSS_FLOPS_PER_LOGIT = 8  # 5 forward (max, subtract, exp, sum, divide), 3 backward
 
-def softmax_flops_per_token(d_model: int, vocab_size: int) -> int:
+
+def output_fwd_flops_per_token(d_model: int, vocab_size: int) -> int:
     """Forward FLOPs per target token of the output layer: the projection's V·d
-    multiply-adds (2·d·V) plus ~5 per logit for the softmax (max, subtract, exp, sum,
-    divide). A training step costs about three times the projection part (backward)."""
+    multiply-adds (2·d·V) plus 5 per logit for the softmax (max, subtract, exp, sum,
+    divide)."""
     return 2 * d_model * vocab_size + 5 * vocab_size
 
 
@@ -54,7 +62,7 @@ def vocabulary_costs(model: Transformer, vocab: Vocab) -> dict[str, float]:
     """Costs known without running anything: vocabulary sizes and FLOPs per token."""
     out = {
         "vocab_size_tgt": vocab.tgt_size,
-        "softmax_flops_per_token": softmax_flops_per_token(model.cfg.d_model, vocab.tgt_size),
+        "output_fwd_flops_per_token": output_fwd_flops_per_token(model.cfg.d_model, vocab.tgt_size),
     }
     if model.arch == "encdec":  # an LM has no source side
         out["vocab_size_src"] = vocab.src_size
@@ -62,13 +70,18 @@ def vocabulary_costs(model: Transformer, vocab: Vocab) -> dict[str, float]:
 
 
 def profile_step(
-    model: Transformer, batch: Batch, smoothing: float, precision: str, reps: int = 3
+    model: Transformer, batch: Batch, smoothing: float, precision: str, reps: int = TIME_REPS
 ) -> dict[str, float]:
     """The output layer's share of a training step (forward + backward; the optimizer
-    update excluded), in FLOPs counted by FlopCounterMode and in measured time. The
-    time share times the output projection and loss alone, on this batch's real
-    decoder features, against the whole step: medians of `reps` runs of each, alternated.
-    Gradients are left in `.grad`; the caller zeroes them."""
+    update excluded), in FLOPs and in measured time.
+
+    FLOPs: the matmuls counted by FlopCounterMode (attention included), plus the softmax
+    and loss, which it does not count, at SOFTMAX_LOSS_FLOPS_PER_LOGIT per logit; the
+    output layer is its projection plus that softmax and loss. Time: the projection and
+    loss alone, on this batch's real decoder features, against the whole step, timed
+    alternately `reps` times after a warm-up of each; the share is the median of the
+    per-repetition ratios, its spread their interquartile range. Gradients are left in
+    `.grad`; the caller zeroes them."""
     model.train()
     device = batch.tgt_out.device
 
@@ -85,25 +98,85 @@ def profile_step(
         loss_sum, n = token_loss(logits, batch.tgt_out, smoothing)
         (loss_sum / max(n, 1)).backward()
 
+    softmax_loss = SOFTMAX_LOSS_FLOPS_PER_LOGIT * batch.tgt_in.numel() * model.output.out_features
+    step = flops["Global"] + softmax_loss
+    output = flops.get(f"{type(model).__name__}.output", 0) + softmax_loss
     output_layer()  # warm-up (counting FLOPs already ran the whole step once)
-    step_s, output_s = interleaved_medians(whole_step, output_layer, reps, device)
+    ratios = [
+        out / whole for whole, out in alternate_timings(whole_step, output_layer, reps, device)
+    ]
+    q25, median, q75 = (
+        float(q) for q in torch.tensor(ratios).quantile(torch.tensor([0.25, 0.5, 0.75]))
+    )
     return {
-        "step_flops": flops["Global"],
-        "softmax_flops_share": module_share(flops, f"{type(model).__name__}.output"),
-        "softmax_time_share": output_s / step_s if step_s else 0.0,
+        "step_flops": step,
+        "output_step_flops_share": output / step,
+        "output_step_time_share": median,
+        "output_step_time_share_iqr": q75 - q25,
+        "profile_reps": reps,
+        "profile_load_avg": os.getloadavg()[0],
     }
 
 
-def interleaved_medians(
+def alternate_timings(
     a: Callable[[], None], b: Callable[[], None], reps: int, device: torch.device
-) -> tuple[float, float]:
-    """Median times of a and b, timed alternately so that both see the same load."""
-    times: dict[Callable, list[float]] = {a: [], b: []}
+) -> list[tuple[float, float]]:
+    """(seconds of a, seconds of b) for each of `reps` rounds; a and b alternate so
+    that both see the same load."""
+    rounds = []
     for _ in range(reps):
+        times = []
         for fn in (a, b):
             synchronize(device)
             t0 = time.perf_counter()
             fn()
             synchronize(device)
-            times[fn].append(time.perf_counter() - t0)
-    return statistics.median(times[a]), statistics.median(times[b])
+            times.append(time.perf_counter() - t0)
+        rounds.append((times[0], times[1]))
+    return rounds
+
+
+# ---------------------------------------------------------------------------- reuse
+
+
+def profile_key(model: Transformer, batch: Batch, precision: str) -> str:
+    """What the profile depends on: the architecture with its ties, the vocabulary, the
+    batch's shape, precision, device, threads and torch."""
+    unique = dict(model.named_parameters())
+    ties = sorted(n for n, _ in model.named_parameters(remove_duplicate=False) if n not in unique)
+    vocab = [model.output.out_features]
+    if model.arch == "encdec":
+        vocab.append(model.encoder.embed.num_embeddings)
+    blob = json.dumps(
+        {
+            "model": asdict(model.cfg),
+            "vocab": vocab,
+            "ties": ties,
+            "src": None if batch.src is None else list(batch.src.shape),
+            "tgt": list(batch.tgt_in.shape),
+            "precision": precision,
+            "device": str(batch.tgt_in.device),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_profile(
+    model: Transformer, batch: Batch, smoothing: float, precision: str, cache_dir: Path | None
+) -> dict[str, float]:
+    """`profile_step`, measured once per profile_key and read back by every later job
+    with the same key (other seeds, other runs of a sweep). `profile_cached` says which."""
+    path = None if cache_dir is None else cache_dir / f"{profile_key(model, batch, precision)}.json"
+    if path is not None and path.is_file():
+        try:
+            return {**json.loads(path.read_text()), "profile_cached": True}
+        except ValueError:
+            pass  # a damaged entry is measured again
+    profile = profile_step(model, batch, smoothing, precision)
+    if path is not None:
+        write_json_atomic(path, profile)
+    return {**profile, "profile_cached": False}

@@ -7,13 +7,13 @@ never trains and never records: the job logs what it returns. Definitions: docs/
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 
 from tiedharness.model.decoding import greedy_continue, greedy_translate
 from tiedharness.model.transformer import Transformer
-from tiedharness.tasks.batching import collate, token_batches
 from tiedharness.tasks.data import TaskData
 from tiedharness.training.config import TrainerConfig
 from tiedharness.training.device import autocast, synchronize
@@ -25,51 +25,82 @@ LM_PREFIX, LM_NEW_TOKENS, LM_BATCH = 16, 32, 64  # LM decoding speed: prompt, co
 
 
 class Evaluator:
+    """Validation loss (and bits per character) on `trainer.eval_examples` examples drawn
+    across the split, and greedy decoding of `trainer.decode_examples` drawn the same way:
+    the same examples for every run on the same data, so runs pair up."""
+
     def __init__(
         self, model: Transformer, data: TaskData, cfg: TrainerConfig, device: torch.device
     ) -> None:
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
+        self.decoded: dict[str, list[dict]] = {}  # split → index, hypothesis, reference
+        self._chars: dict[str, torch.Tensor] = {}
 
     def _autocast(self):
         return autocast(self.device, self.cfg.precision)
 
     @torch.no_grad()
-    def loss(self, split: str = "valid") -> float:
-        """Mean cross-entropy per target token, without label smoothing."""
+    def loss(self, split: str = "valid") -> dict[str, float]:
+        """Cross-entropy per target token without label smoothing, bits per character of
+        the target text, and what was evaluated (examples, tokens, characters)."""
         self.model.eval()
-        total, count = 0.0, 0
-        for batch in self.data.batches(split, limit=self.cfg.eval_batches or None):
+        indices = self.data.sample(split, self.cfg.eval_examples)
+        if split not in self._chars:
+            self._chars[split] = self.data.target_chars(split)
+        total, tokens = 0.0, 0
+        for batch in self.data.batches(split, indices):
             batch = batch.to(self.device)
             with self._autocast():
                 logits = self.model(*model_inputs(self.model, batch))
             loss_sum, n = token_loss(logits, batch.tgt_out)
-            total, count = total + float(loss_sum), count + n
-        return total / count if count else float("nan")
+            total, tokens = total + float(loss_sum), tokens + n
+        chars = int(self._chars[split][indices].sum())
+        nan = float("nan")
+        return {
+            "loss": total / tokens if tokens else nan,
+            "bpc": total / chars / math.log(2) if chars else nan,
+            "examples": len(indices),
+            "tokens": tokens,
+            "chars": chars,
+        }
 
     def validation(self) -> dict[str, float]:
-        loss = self.loss()
-        return {"val_loss": loss, "val_ppl": perplexity(loss)}
+        out = self.loss("valid")
+        return {"val_loss": out["loss"], "val_ppl": perplexity(out["loss"]), "val_bpc": out["bpc"]}
 
     def final(self) -> dict[str, float]:
-        """The end of a run: validation loss, decoded validation subset, test split."""
-        out = self.validation()
+        """The end of a run: validation loss and what it covered, the decoded validation
+        subset, and the same on the test split."""
+        valid = self.loss("valid")
+        out = {
+            "val_loss": valid["loss"],
+            "val_ppl": perplexity(valid["loss"]),
+            "val_bpc": valid["bpc"],
+        }
+        out.update({f"val_{k}": valid[k] for k in ("examples", "tokens", "chars")})
         out.update(self.decode_scores("valid", self.cfg.decode_examples))
         if len(self.data.splits["test"]) and self.cfg.test_examples != 0:
             test = self.decode_scores("test", self.cfg.test_examples, speed=False)
-            test["loss"] = self.loss("test")
+            measured = self.loss("test")
+            test.update(loss=measured["loss"], bpc=measured["bpc"])
             out.update({f"test_{k}": v for k, v in test.items()})
         return out
 
     @torch.no_grad()
     def decode_scores(self, split: str, n_examples: int | None, speed: bool = True) -> dict:
-        """Greedy outputs with the KV cache on the first `n_examples` of `split`:
-        exact match / BLEU / chrF as the task asks, and generated tokens per second."""
+        """Greedy outputs with the KV cache on `n_examples` drawn across `split`: exact
+        match / BLEU / chrF as the task asks, and generated tokens per second."""
         self.model.eval()
+        indices = self.data.sample(split, n_examples)
         if self.data.kind == "lm":
-            return self._lm_speed(split, n_examples) if speed else {}
-        hypotheses, generated, seconds = self._translate(split, n_examples)
-        references = self.data.references(split)[: len(hypotheses)]
-        out: dict[str, float] = {}
+            return self._lm_speed(split, indices) if speed else {}
+        hypotheses, generated, seconds = self._translate(split, indices)
+        references = [self.data.references(split)[i] for i in indices.tolist()]
+        self.decoded[split] = [
+            {"index": i, "hypothesis": h, "reference": r}
+            for i, h, r in zip(indices.tolist(), hypotheses, references, strict=True)
+        ]
+        out: dict[str, float] = {"decoded_examples": len(indices)}
         if "exact_match" in self.data.scores:
             out["exact_match"] = exact_match(hypotheses, references)
         if "bleu" in self.data.scores:
@@ -78,30 +109,27 @@ class Evaluator:
             out["infer_tokens_per_s"] = generated / seconds if seconds else 0.0
         return out
 
-    def _translate(self, split: str, n_examples: int | None) -> tuple[list[str], int, float]:
-        """Hypotheses for the first `n_examples`, generated token count, decoding seconds."""
-        data = self.data.splits[split]
-        n = len(data) if n_examples is None else min(n_examples, len(data))
-        subset = torch.arange(n)
-        src_sizes, tgt_sizes = (s[:n] for s in data.sizes())
-        hypotheses: list[str] = [""] * n
+    def _translate(self, split: str, indices: torch.Tensor) -> tuple[list[str], int, float]:
+        """Hypotheses for the examples `indices` (in that order), generated token count,
+        decoding seconds."""
+        position = {i: p for p, i in enumerate(indices.tolist())}
+        hypotheses: list[str] = [""] * len(indices)
         generated, seconds = 0, 0.0
-        for idx in token_batches(src_sizes, tgt_sizes, self.data.max_tokens, shuffle=False):
-            batch = collate(data, subset[idx]).to(self.device)
+        for batch in self.data.batches(split, indices):
+            batch = batch.to(self.device)
             max_len = min(self.model.cfg.max_len - 1, 2 * batch.src.shape[1] + 10)
             out, elapsed = self._timed(greedy_translate, self.model, batch.src, max_len)
             seconds += elapsed
             generated += int((out != PAD_ID).sum())
-            for row, i in zip(out.tolist(), idx.tolist(), strict=True):
+            for row, i in zip(out.tolist(), batch.indices.tolist(), strict=True):
                 ids = row[: row.index(EOS_ID)] if EOS_ID in row else row
-                hypotheses[i] = self.data.detokenize(ids)
+                hypotheses[position[i]] = self.data.detokenize(ids)
         return hypotheses, generated, seconds
 
-    def _lm_speed(self, split: str, n_examples: int | None) -> dict:
+    def _lm_speed(self, split: str, indices: torch.Tensor) -> dict:
         """Generated tokens per second continuing LM_PREFIX-token prompts of the split."""
         windows = self.data.splits[split].tgt
-        n = min(n_examples or len(windows), len(windows))
-        rows = [windows[i][:LM_PREFIX] for i in range(n) if len(windows[i]) >= LM_PREFIX]
+        rows = [windows[i][:LM_PREFIX] for i in indices.tolist() if len(windows[i]) >= LM_PREFIX]
         if not rows:
             return {}
         new = min(LM_NEW_TOKENS, self.model.cfg.max_len - LM_PREFIX)

@@ -64,7 +64,9 @@ class Trainer:
         self.model = model.to(device)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, tuple(cfg.betas))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(cfg, self.expected_steps())
+        )
         self.step = self.tokens = 0
         self.epoch = self.batch_in_epoch = 0  # the data order's position
         self.train_s = 0.0  # seconds inside training steps
@@ -77,6 +79,16 @@ class Trainer:
         """Epoch `epoch`'s batches (example indices), shuffled by the seed and the epoch."""
         seed = self.cfg.seed * 100_003 + epoch
         return token_batches(*self.train.sizes(), self.max_tokens, shuffle=True, seed=seed)
+
+    def expected_steps(self) -> int | None:
+        """The budget in steps: max_steps, or for a token budget the steps it takes at
+        epoch 0's mean batch size (the cosine schedule's length)."""
+        if self.cfg.max_steps or not self.cfg.max_train_tokens:
+            return self.cfg.max_steps
+        batches = self.batches(0)
+        targets = self.train.sizes()[1]  # predicted tokens per example (EOS included)
+        mean = float(targets.sum()) / max(len(batches), 1)
+        return math.ceil(self.cfg.max_train_tokens / max(mean, 1.0))
 
     def first_batch(self) -> Batch:
         return collate(self.train, self.batches(0)[0]).to(self.device)
@@ -123,7 +135,7 @@ class Trainer:
 
         started = time.perf_counter()
         bar = tqdm(
-            total=self.cfg.max_steps,
+            total=self.expected_steps(),
             initial=self.step,
             disable=not progress,
             unit="step",

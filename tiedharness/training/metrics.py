@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import sacrebleu
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -40,6 +39,8 @@ def exact_match(hypotheses: list[str], references: list[str]) -> float:
 
 def bleu_chrf(hypotheses: list[str], references: list[str]) -> tuple[float, float]:
     """Corpus BLEU and chrF from sacrebleu's defaults (13a tokenization) on detokenized text."""
+    import sacrebleu  # only translation runs score with it
+
     return (
         sacrebleu.corpus_bleu(hypotheses, [references]).score,
         sacrebleu.corpus_chrf(hypotheses, [references]).score,

@@ -36,9 +36,11 @@ def build_optimizer(
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
 
 
-def lr_factor(cfg: TrainerConfig) -> Callable[[int], float]:
-    """Linear warmup, then inverse-sqrt decay (Vaswani et al.), cosine to zero, or flat."""
+def lr_factor(cfg: TrainerConfig, total_steps: int | None = None) -> Callable[[int], float]:
+    """Linear warmup, then inverse-sqrt decay (Vaswani et al.), cosine to zero at
+    `total_steps` (default: trainer.max_steps), or flat."""
     warmup = max(cfg.warmup_steps, 1)
+    total = total_steps or cfg.max_steps or warmup
 
     def factor(step: int) -> float:
         s = step + 1
@@ -47,7 +49,7 @@ def lr_factor(cfg: TrainerConfig) -> Callable[[int], float]:
         if cfg.schedule == Schedule.inverse_sqrt:
             return math.sqrt(warmup / s)
         if cfg.schedule == Schedule.cosine:
-            progress = min((s - warmup) / max(cfg.max_steps - warmup, 1), 1.0)
+            progress = min((s - warmup) / max(total - warmup, 1), 1.0)
             return 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0
 

@@ -1,0 +1,90 @@
+"""How much a job costs beyond its training steps.
+
+Runs one cell of the quick study (bible_mt, sharing=none: 32 steps of a d=128 model) as a
+whole job — data from the cache, model, cost profile (cached after the first job of a
+shape, as in a sweep), training with its evaluations, final evaluation and decoding,
+run record, W&B offline files — and a bare loop that trains the same model on the same
+batches for the same steps and does nothing else. The two alternate, after one warm-up
+job, and the medians are compared. Timings are only comparable within one run of this
+script: the machine is shared.
+
+    python benchmarks/job_overhead.py [--reps 3] [--steps 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from tiedharness.cli import CONF_DIR
+from tiedharness.config import JobConfig
+from tiedharness.job import JobContext, execute_job, seed_everything, torch_threads
+from tiedharness.model.sharing import build_model
+from tiedharness.tasks import make_task
+from tiedharness.tasks.batching import collate
+from tiedharness.tasks.data import build_task
+from tiedharness.training.loop import Trainer
+
+
+def quick_cell(steps: int):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(
+            "train",
+            overrides=["experiment=quick", "task=bible_mt", "sharing=none",
+                       f"trainer.max_steps={steps}", "trainer.max_train_tokens=null",
+                       "logger.wandb.mode=offline"],
+        )  # fmt: skip
+
+
+def whole_job(config, folder: Path) -> float:
+    started = time.perf_counter()
+    record = execute_job(config, JobContext(folder, "quick", "benchmark"))
+    assert record.status == "completed", record.error
+    return time.perf_counter() - started
+
+
+def bare_loop(config, steps: int) -> float:
+    """The same model on the same batches, in the simplest loop that trains it."""
+    job = JobConfig.from_config(config)
+    seed_everything(job.trainer.seed, job.trainer.deterministic)
+    task = make_task(job.task)
+    data = build_task(task)
+    model = build_model(job.model_for(task), data.vocab, job.sharing)
+    trainer = Trainer(
+        model, data.splits["train"], data.max_tokens, job.trainer, torch.device("cpu")
+    )
+    batches = trainer.batches(0)[:steps]
+    started = time.perf_counter()
+    for indices in batches:
+        trainer.train_step(collate(data.splits["train"], indices))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=32)
+    args = parser.parse_args()
+    config = quick_cell(args.steps)
+    torch_threads(None, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        whole_job(config, Path(tmp) / "warm-up")  # builds the data cache and the cost profile
+        jobs, bares = [], []
+        for rep in range(args.reps):
+            jobs.append(whole_job(config, Path(tmp) / f"job-{rep}"))
+            bares.append(bare_loop(config, args.steps))
+    job_s, bare_s = statistics.median(jobs), statistics.median(bares)
+    print(f"quick cell, {args.steps} steps, {torch.get_num_threads()} threads, {args.reps} reps")
+    print(f"whole job   median {job_s:6.2f} s   ({', '.join(f'{t:.2f}' for t in jobs)})")
+    print(f"bare loop   median {bare_s:6.2f} s   ({', '.join(f'{t:.2f}' for t in bares)})")
+    print(f"ratio whole job / bare loop: {job_s / bare_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The statistics of a comparison: intervals over seeds, paired differences against the
+baseline with a p-value, and sacreBLEU's paired bootstrap on the same sentences."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from scipy import stats
+
+SIGNIFICANCE = 0.05
+MIN_SEEDS = 3  # fewer replicates are flagged, not silently summarised
+
+
+def ci95(std: float, n: int) -> float:
+    """Half-width of the 95% confidence interval of a mean of n samples (Student's t)."""
+    if n < 2 or not math.isfinite(std):
+        return float("nan")
+    return float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+
+
+def paired_difference(differences: Sequence[float]) -> dict[str, float]:
+    """Mean of per-seed differences, its 95% interval and the two-sided p-value of a
+    paired t-test (the differences' mean against 0). NaN where n < 2."""
+    values = [d for d in differences if math.isfinite(d)]
+    n = len(values)
+    nan = float("nan")
+    if n == 0:
+        return {"mean": nan, "ci95": nan, "p": nan, "n": 0}
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": mean, "ci95": nan, "p": nan, "n": n}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    if std == 0:  # every seed differs by the same amount (a parameter count, say)
+        return {"mean": mean, "ci95": 0.0, "p": 1.0 if mean == 0 else 0.0, "n": n}
+    return {
+        "mean": mean,
+        "ci95": ci95(std, n),
+        "p": float(stats.ttest_1samp(values, 0.0).pvalue),
+        "n": n,
+    }
+
+
+def bleu_paired_bootstrap(
+    baseline: Sequence[str], system: Sequence[str], references: Sequence[str], samples: int = 1000
+) -> float:
+    """sacreBLEU's paired bootstrap p-value that `system`'s BLEU differs from the
+    baseline's, on the same sentences and references."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    test = PairedTest(
+        [("baseline", list(baseline)), ("system", list(system))],
+        {"BLEU": BLEU()},
+        [list(references)],
+        test_type="bs",
+        n_samples=samples,
+    )
+    _, scores = test()
+    return float(scores["BLEU"][1].p_value)
