@@ -39,7 +39,7 @@ demo: install system-deps
 	$(SCRIPTS)/tiedharness-train -m experiment=quick
 	$(SCRIPTS)/tiedharness-report "$$(ls -d results/quick/*/ | sort | tail -n 1)"
 
-# The default test run (about 2 minutes on 2 cores); slow and GPU tests excluded.
+# The default test run (about 5 minutes on 2 cores); slow and GPU tests excluded.
 test: install system-deps
 	$(PYTHON) -m pytest
 

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tiedharness.analysis.aggregate import Runs
+from tiedharness.analysis.aggregate import MISSING, Runs
 from tiedharness.analysis.tables import WIDE_SPREAD
 from tiedharness.model.names import COMPONENTS, STRATEGY_NAMES
 
@@ -85,7 +85,9 @@ def _legend(fig: Figure, axes: list) -> None:
 
 
 def _cell_label(row: pd.Series, swept: list[str], with_model: bool = True) -> str:
-    extra = ", ".join(f"{k.split('.')[-1]}={row[k]}" for k in swept if pd.notna(row.get(k)))
+    extra = ", ".join(
+        f"{k.split('.')[-1]}={row[k]}" for k in swept if pd.notna(row.get(k)) and row[k] != MISSING
+    )
     inside = ", ".join(x for x in (row["model"] if with_model else "", extra) if x)
     return f"{row['task']} ({inside})" if inside else str(row["task"])
 
