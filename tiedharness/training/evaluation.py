@@ -40,11 +40,12 @@ class Evaluator:
         return autocast(self.device, self.cfg.precision)
 
     @torch.no_grad()
-    def loss(self, split: str = "valid") -> dict[str, float]:
+    def loss(self, split: str, n_examples: int | None) -> dict[str, float]:
         """Cross-entropy per target token without label smoothing, bits per character of
-        the target text, and what was evaluated (examples, tokens, characters)."""
+        the target text, and what was evaluated (examples, tokens, characters), on
+        `n_examples` drawn across `split` (None: all of it)."""
         self.model.eval()
-        indices = self.data.sample(split, self.cfg.eval_examples)
+        indices = self.data.sample(split, n_examples)
         if split not in self._chars:
             self._chars[split] = self.data.target_chars(split)
         total, tokens = 0.0, 0
@@ -65,13 +66,13 @@ class Evaluator:
         }
 
     def validation(self) -> dict[str, float]:
-        out = self.loss("valid")
+        out = self.loss("valid", self.cfg.eval_examples)
         return {"val_loss": out["loss"], "val_ppl": perplexity(out["loss"]), "val_bpc": out["bpc"]}
 
     def final(self) -> dict[str, float]:
         """The end of a run: validation loss and what it covered, the decoded validation
-        subset, and the same on the test split."""
-        valid = self.loss("valid")
+        subset, and on the test split loss and decoding of the same `test_examples`."""
+        valid = self.loss("valid", self.cfg.eval_examples)
         out = {
             "val_loss": valid["loss"],
             "val_ppl": perplexity(valid["loss"]),
@@ -81,7 +82,7 @@ class Evaluator:
         out.update(self.decode_scores("valid", self.cfg.decode_examples))
         if len(self.data.splits["test"]) and self.cfg.test_examples != 0:
             test = self.decode_scores("test", self.cfg.test_examples, speed=False)
-            measured = self.loss("test")
+            measured = self.loss("test", self.cfg.test_examples)
             test.update(loss=measured["loss"], bpc=measured["bpc"])
             out.update({f"test_{k}": v for k, v in test.items()})
         return out

@@ -61,6 +61,7 @@ class Trainer:
     ) -> None:
         self.cfg, self.train, self.max_tokens, self.log = cfg, train, max_tokens, log
         self.device = device
+        self._order: tuple[int, list[Tensor]] | None = None  # (epoch, its batches)
         self.model = model.to(device)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, tuple(cfg.betas))
@@ -76,9 +77,14 @@ class Trainer:
     # ------------------------------------------------------------------ data order
 
     def batches(self, epoch: int) -> list[Tensor]:
-        """Epoch `epoch`'s batches (example indices), shuffled by the seed and the epoch."""
-        seed = self.cfg.seed * 100_003 + epoch
-        return token_batches(*self.train.sizes(), self.max_tokens, shuffle=True, seed=seed)
+        """Epoch `epoch`'s batches (example indices), shuffled by the seed and the epoch;
+        the last epoch's order is kept (the schedule, the cost profile and the loop all
+        start with epoch 0's)."""
+        if self._order is None or self._order[0] != epoch:
+            seed = self.cfg.seed * 100_003 + epoch
+            order = token_batches(*self.train.sizes(), self.max_tokens, shuffle=True, seed=seed)
+            self._order = (epoch, order)
+        return self._order[1]
 
     def expected_steps(self) -> int | None:
         """The budget in steps: max_steps, or for a token budget the steps it takes at
