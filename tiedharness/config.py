@@ -71,8 +71,7 @@ class JobConfig:
         """The model config with its architecture following the task, checked to hold
         the task's longest sequence."""
         cfg = self.model.resolved(Arch.lm if task.kind == "lm" else Arch.encdec)
-        limit = "task.block_size" if task.kind == "lm" else "task.max_len"
-        longest = task.cfg.block_size if task.kind == "lm" else task.cfg.max_len
+        limit, longest = task.longest_sequence()
         if cfg.max_len < longest:
             raise ValueError(
                 f"model.max_len={cfg.max_len} is shorter than the task's sequences "

@@ -14,7 +14,9 @@ import json
 import os
 import platform
 import random
+import socket
 import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,11 +26,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tiedharness.config import JobConfig
+from tiedharness.interrupt import StopRequest
 from tiedharness.model.params import count_params
 from tiedharness.model.sharing import SharingNotApplicable, build_model
 from tiedharness.tasks import make_task
 from tiedharness.tracking.record import RunRecord, RunStatus
+from tiedharness.tracking.run_folder import RunFolder, RunFolderError, Start, plan_start
 from tiedharness.tracking.trackers import Trackers
+from tiedharness.training.checkpoint import CheckpointError, save_checkpoint
 from tiedharness.training.config import TrainerConfig
 from tiedharness.training.convergence import convergence
 from tiedharness.training.costs import cached_profile, vocabulary_costs
@@ -50,9 +55,23 @@ class JobContext:
     parallel_jobs: int = 1  # jobs sharing this machine's cores (joblib workers)
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity (taskset, cgroups, SLURM's
+    allocation), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity
+        return os.cpu_count() or 1
+
+
 def torch_threads(configured: int | None, parallel_jobs: int) -> int:
-    """Divide the machine's cores among the jobs running side by side."""
-    threads = configured or max(1, (os.cpu_count() or 1) // max(parallel_jobs, 1))
+    """Divide this process's CPUs among the jobs running side by side, never above a
+    user's OMP_NUM_THREADS; `trainer.num_threads` overrides both."""
+    threads = max(1, available_cpus() // max(parallel_jobs, 1))
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        threads = min(threads, int(omp))
+    threads = configured or threads
     torch.set_num_threads(threads)
     return threads
 
@@ -100,41 +119,101 @@ def new_record(config: dict, ctx: JobContext) -> RunRecord:
 
 def execute_job(config: DictConfig | dict, ctx: JobContext) -> RunRecord:
     """Train one configuration (composed by Hydra, or a plain dict of the same groups) and
-    record it; returns the run record."""
+    record it; returns the run record. A folder that already holds this run is continued
+    (tiedharness/tracking/run_folder.py): kept when finished, resumed from its checkpoint,
+    trained again when it failed before one was written."""
     started = time.perf_counter()
     plain = OmegaConf.to_container(OmegaConf.create(config), resolve=True, enum_to_str=True)
-    record = new_record(plain, ctx)
-    record.write(ctx.run_dir)
-    trackers = None
+    folder = RunFolder(ctx.run_dir)
     try:
-        job = JobConfig.from_config(config)  # the schemas' checks, before any data is built
-        trackers = Trackers(ctx.run_dir, job.logger.wandb, quiet=ctx.multirun)
-        record.status, record.metrics = train(job, record, trackers, ctx)
-        record.metrics["wall_s"] = time.perf_counter() - started  # the whole job
-    except SharingNotApplicable as err:
-        record.status, record.error = RunStatus.skipped, str(err)
-        if not ctx.multirun:
-            record.status = RunStatus.failed
-            raise
-    except Exception as err:
-        record.status, record.error = RunStatus.failed, f"{type(err).__name__}: {err}"
-        record.traceback = traceback.format_exc()
+        folder.acquire()
+        start = plan_start(folder, plain)
+    except (RunFolderError, CheckpointError) as err:
+        folder.release()
         if not ctx.multirun:
             raise
-    finally:
-        record.finished_at = _now()
-        if trackers is None:
-            record.write(ctx.run_dir)
-        else:
-            trackers.finish(record)
+        print(f"job {ctx.job_num}: not run: {err}", file=sys.stderr)
+        return RunRecord(run_id=f"{ctx.sweep_id}-{ctx.job_num}", status=RunStatus.failed,
+                         error=str(err), run_dir=str(ctx.run_dir))  # fmt: skip
+    if start.kind == "keep":
+        folder.release()
+        print(f"job {ctx.job_num}: already {start.previous.status} in {ctx.run_dir}, kept")
+        return start.previous
+    record = begin_record(plain, ctx, folder, start)
+    trackers = None
+    with StopRequest() as stop:
+        try:
+            job = JobConfig.from_config(config)  # the schemas' checks, before any data is built
+            trackers = Trackers(ctx.run_dir, job.logger.wandb, quiet=ctx.multirun)
+            record.status, record.metrics = train(job, record, trackers, ctx, start, stop)
+            record.metrics["wall_s"] = time.perf_counter() - started  # this start of the job
+            if record.status == RunStatus.interrupted:
+                steps = record.metrics.get("steps")
+                record.error = f"stopped by {stop.name} at step {steps}, checkpoint written"
+        except SharingNotApplicable as err:
+            record.status, record.error = RunStatus.skipped, str(err)
+            if not ctx.multirun:
+                record.status = RunStatus.failed
+                raise
+        except Exception as err:
+            record.status, record.error = RunStatus.failed, f"{type(err).__name__}: {err}"
+            record.traceback = traceback.format_exc()
+            if not ctx.multirun:
+                raise
+        finally:
+            record.finished_at = _now()
+            try:
+                if trackers is None:
+                    record.write(ctx.run_dir)
+                else:
+                    trackers.finish(record)
+            finally:
+                folder.release()
+    if record.status == RunStatus.interrupted:
+        stop.submitit_requeue()  # under submitit: requeued, and this process exits
     return record
 
 
+def begin_record(plain: dict, ctx: JobContext, folder: RunFolder, start: Start) -> RunRecord:
+    """The record this start of the job writes first: the previous one continued for a
+    resume, a new one otherwise (a rerun's previous files removed)."""
+    if start.kind == "resume":
+        record = start.previous
+        step = start.checkpoint["trainer"]["counters"]["step"]
+        folder.cut_history(start.checkpoint["history_rows"])
+        record.resumes.append({"from_step": step, "at": _now(), **process_identity()})
+        record.status, record.error, record.traceback = RunStatus.running, None, None
+        record.finished_at = None
+    else:
+        folder.clear_attempt()
+        record = new_record(plain, ctx)
+        if start.previous is not None:
+            record.attempt = start.previous.attempt + 1
+    record.host, record.pid = socket.gethostname(), os.getpid()
+    record.write(ctx.run_dir)
+    return record
+
+
+def process_identity() -> dict:
+    """Where this start of the job runs: enough to find its logs and its scheduler job."""
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+
+
 def train(
-    job: JobConfig, record: RunRecord, trackers: Trackers, ctx: JobContext
+    job: JobConfig,
+    record: RunRecord,
+    trackers: Trackers,
+    ctx: JobContext,
+    start: Start,
+    stop: StopRequest,
 ) -> tuple[RunStatus, dict]:
-    """Build the data and the model, measure costs, train, evaluate; fills `record`'s
-    env, data and params and returns the status and metrics."""
+    """Build the data and the model, measure costs, train (from the checkpoint of a
+    resumed run), evaluate; fills `record`'s env, data and params and returns the status
+    and metrics."""
     from tiedharness.tasks.data import build_task, cache_root  # tokenizers, tensors
 
     cfg = job.trainer
@@ -160,15 +239,23 @@ def train(
         )
         trainer.optimizer.zero_grad(set_to_none=True)
     curve: list[tuple[int, float]] = []  # (tokens, validation loss) of every evaluation
+    if start.kind == "resume":  # after the profile: the checkpoint's RNG states win
+        trainer.load_state_dict(start.checkpoint["trainer"])
+        curve = [tuple(point) for point in start.checkpoint["curve"]]
 
     def evaluate() -> dict[str, float]:
         row = evaluator.validation()
         curve.append((trainer.tokens, row["val_loss"]))
         return row
 
-    result = trainer.fit(evaluate=evaluate, progress=not ctx.multirun)
+    def checkpoint() -> None:
+        state = {"trainer": trainer.state_dict(), "curve": curve, "history_rows": trackers.rows}
+        save_checkpoint(ctx.run_dir, state)
+
+    result = trainer.fit(evaluate, not ctx.multirun, checkpoint, stop=lambda: bool(stop))
     metrics.update(result.metrics)
     if result.status == "completed":
+        checkpoint()  # the final one: what tiedharness-eval and a rerun start from
         final = final_evaluation(evaluator, curve, trainer.tokens, cfg)
         metrics.update(final)
         trackers.log(trainer.progress_row(**final))
@@ -202,5 +289,5 @@ def environment(device: torch.device, threads: int) -> dict:
         "device": str(device),
         "threads": threads,
         "git_sha": git_sha(),
-        "host": platform.node(),
+        **process_identity(),
     }

@@ -34,6 +34,7 @@ from tiedharness.analysis.stats import (
 from tiedharness.model.config import SharingConfig
 from tiedharness.model.names import SHARING_OPTIONS
 from tiedharness.tracking.record import IDENTITY, RunRecord
+from tiedharness.tracking.run_folder import observed_status
 
 # Columns every row has, whatever the task.
 ID_COLUMNS = [*IDENTITY, "status"]
@@ -147,6 +148,7 @@ def load_runs(results_dir: Path | str, with_history: bool = True) -> Runs:
         except ValueError as err:
             warnings.append(f"skipped {err}")
             continue
+        record.status = observed_status(record, path.parent)  # a dead job's `running`
         row = record_to_row(record)
         row["run_dir"] = str(path.parent)
         rows.append(row)
@@ -165,10 +167,10 @@ def _natural(path: Path) -> tuple:
 
 def _load_history(path: Path, run_id: str, warnings: list[str]) -> pd.DataFrame:
     lines = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(path.read_bytes().splitlines(), start=1):
         try:
             lines.append(json.loads(line))
-        except ValueError:
+        except ValueError:  # also a line that is not UTF-8
             warnings.append(f"skipped line {n} of {path}: not JSON")
     frame = pd.DataFrame(lines)
     frame["run_id"] = run_id

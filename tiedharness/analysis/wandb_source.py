@@ -12,10 +12,20 @@ def load_wandb_runs(path: str, group: str | None = None) -> Runs:
     """The same frame from the W&B API: ENTITY/PROJECT, optionally one sweep's group."""
     import wandb
 
-    api = wandb.Api()
+    from tiedharness.tracking.trackers import wandb_api_key_configured
+
+    if not wandb_api_key_configured():
+        raise ValueError(
+            "--source wandb reads the W&B API, and no W&B credentials are configured: run "
+            "`wandb login` or set WANDB_API_KEY (or report the local folder instead)"
+        )
     filters = {"group": group} if group else {}
     rows, warnings = [], []
-    for run in api.runs(path, filters=filters):
+    try:
+        runs = list(wandb.Api().runs(path, filters=filters))
+    except (wandb.errors.Error, ValueError) as err:
+        raise ValueError(f"cannot read W&B runs of {path!r}: {err}") from None
+    for run in runs:
         try:
             record = record_from_wandb(dict(run.config), dict(run.summary), run.name, run.group)
             rows.append(record_to_row(record))

@@ -1,8 +1,13 @@
-"""tiedharness-train: one run, or a sweep with -m (e.g. -m experiment=smoke)."""
+"""tiedharness-train: one run, or a sweep with -m (e.g. -m experiment=smoke).
+
+A run or sweep folder is created exclusively (`th.new_folder` in conf/train.yaml), so two
+started in the same second get two folders. Pointing `hydra.run.dir` / `hydra.sweep.dir`
+at an existing folder continues what is there (docs/concepts.md, "Resuming").
+"""
 
 from __future__ import annotations
 
-import os
+import itertools
 import sys
 from pathlib import Path
 
@@ -15,10 +20,31 @@ import tiedharness.config  # noqa: F401  (registers the config schemas with Hydr
 from tiedharness.cli import CONF_DIR, fail
 
 
+def new_folder(path: str) -> str:
+    """`path`, created by this call; when another run or sweep created it first, the
+    first free of `path-2`, `path-3`, … Cached by OmegaConf, so a sweep resolves it once."""
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return str(candidate)
+    raise AssertionError("unreachable")
+
+
+OmegaConf.register_new_resolver("th.new_folder", new_folder, use_cache=True, replace=True)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     from tiedharness.job import JobContext, execute_job  # torch loads only here
-    from tiedharness.tracking.sweep import summary_line
+    from tiedharness.tracking.record import RunStatus
+    from tiedharness.tracking.run_folder import RunFolderError
+    from tiedharness.tracking.sweep import continue_command, summary_line
+    from tiedharness.training.checkpoint import CheckpointError
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -35,17 +61,31 @@ def main(cfg: DictConfig) -> None:
     )
     try:
         record = execute_job(cfg, ctx)
+    except (RunFolderError, CheckpointError) as err:  # nothing was written
+        fail(str(err))
     except (ValueError, FileNotFoundError) as err:  # a single run's configuration error
         print(f"run recorded in {ctx.run_dir / 'run.json'}", file=sys.stderr)
         fail(str(err))
     if not multirun:
         print(summary_line(ctx.run_dir, record))
         print(f"run recorded in {ctx.run_dir / 'run.json'}")
+    if record.status == RunStatus.interrupted and "BasicLauncher" in str(launcher.get("_target_")):
+        # the signal was for this process: a sweep stops too (and says how to go on)
+        print(record.error, file=sys.stderr)
+        if not multirun:
+            print(f"continue with:\n  {continue_command(base_dir.resolve(), False)}",
+                  file=sys.stderr)  # fmt: skip
+        sys.exit(INTERRUPTED_EXIT)
+
+
+INTERRUPTED_EXIT = 3  # neither success (0) nor a configuration error (2)
 
 
 def parallel_jobs(launcher: dict) -> int:
-    """How many jobs share this machine: joblib's workers (-1: one per core)."""
+    """How many jobs share this machine: joblib's workers (-1: one per CPU it may use)."""
+    from tiedharness.job import available_cpus
+
     n_jobs = launcher.get("n_jobs")
     if isinstance(n_jobs, int) and n_jobs != 0:
-        return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
+        return available_cpus() if n_jobs < 0 else n_jobs
     return 1

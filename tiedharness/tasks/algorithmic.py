@@ -48,6 +48,14 @@ class _Algorithmic(Task):
     def transform(self, symbols: list[str]) -> list[str]:
         raise NotImplementedError
 
+    def longest_sequence(self) -> tuple[str, int]:
+        """With word tokens a sequence is its symbols plus BOS or EOS (and longer ones are
+        dropped at task.max_len)."""
+        setting, longest = super().longest_sequence()
+        if self.cfg.tokenizer == TokenizerKind.word and self.cfg.max_seq_len + 1 < longest:
+            return "task.max_seq_len", self.cfg.max_seq_len + 1
+        return setting, longest
+
     def load(self) -> dict[str, list[tuple[str, str]]]:
         """Distinct random sequences; no source appears in two splits."""
         c = self.cfg

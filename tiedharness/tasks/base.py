@@ -86,6 +86,13 @@ class Task:
         It goes into the cache key."""
         return {}
 
+    def longest_sequence(self) -> tuple[str, int]:
+        """The most tokens a sequence of this task can have, and the setting that bounds
+        it (what a model's max_len must hold)."""
+        if self.kind == "lm":
+            return "task.block_size", self.cfg.block_size
+        return "task.max_len", self.cfg.max_len
+
     def to_target_text(self, text: str) -> str:
         """Map detokenized target-side text back to how references are written
         (e.g. undo a script shift) before scoring."""

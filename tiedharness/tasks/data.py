@@ -181,6 +181,12 @@ def _build(task: Task) -> TaskData:
                 "src": [pairs[i][0] for i in keep],
                 "tgt": [task.to_target_text(pairs[i][1]) for i in keep],
             }
+    for split in ("train", "valid"):
+        if len(splits[split]) == 0:
+            raise ValueError(
+                f"task {task.name}: all {dropped[split]} {split} examples are longer than "
+                f"task.max_len={cfg.max_len} tokens and were dropped: raise task.max_len"
+            )
     vocab = Vocab(src_tok.get_vocab_size(), tgt_tok.get_vocab_size(), joint=cfg.vocab == "joint")
     data = TaskData(task, splits, src_tok, tgt_tok, vocab, texts, stats={})
     data.stats = _stats(
@@ -302,5 +308,8 @@ def _load(task: Task, path: Path) -> TaskData:
         for name, parts in tensors.items()
     }
     texts = json.loads((path / "texts.json").read_text())
+    missing = [s for s in SPLITS if s not in splits or (s != "train" and s not in texts)]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} split")
     vocab = Vocab(**meta["vocab"])
     return TaskData(task, splits, src_tok, tgt_tok, vocab, texts, meta["stats"], cache_hit=True)

@@ -14,8 +14,14 @@ from tiedharness.tasks.base import SPLITS, LMConfig, Task, TaskConfig, register_
 
 
 def _read_lines(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as f:
-        return [line.strip() for line in f]
+    try:
+        with path.open(encoding="utf-8") as f:
+            return [line.strip() for line in f]
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"data file {path} is not UTF-8 text (byte {err.start}: {err.reason}); "
+            "convert it (e.g. iconv -t UTF-8) or point task.data_dir elsewhere"
+        ) from None
 
 
 def _file_print(paths: list[Path]) -> list:

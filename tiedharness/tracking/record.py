@@ -2,8 +2,9 @@
 
 The job writes it, the sweep summary, the aggregator and the W&B reader read it back
 through this one class. Every field is described in docs/run-record.md. Files written
-with `schema: 1` (before the `interrupted` status and the always-present `wandb` and
-`finished_at` fields) load unchanged.
+with an older schema (1: before the `interrupted` status and the always-present `wandb`
+and `finished_at` fields; 2: before `host`, `pid`, `attempt` and `resumes`) load
+unchanged.
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ from typing import Any
 
 from tiedharness.schema import Choice
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)
 
 
 class RunStatus(Choice):
-    running = "running"  # written when the job starts, replaced when it ends
+    running = "running"  # written when the job starts, replaced when it ends (or dies)
     completed = "completed"
     failed = "failed"  # raised: `error` and `traceback` say why
     diverged = "diverged"  # the training loss became non-finite
     skipped = "skipped"  # a sweep cell where the strategy does not apply (`error` says why)
-    interrupted = "interrupted"  # stopped before its budget was spent
+    interrupted = "interrupted"  # stopped before its budget was spent (a signal, a dead job)
 
 
 # Who a run is: the W&B config's `run` block and the first columns of every table.
@@ -57,6 +58,12 @@ class RunRecord:
     run_dir: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    host: str | None = None  # the machine and process that last ran the job
+    pid: int | None = None
+    attempt: int = 1  # starts from step 0 (a failed run trained again is attempt 2)
+    resumes: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # one per resume: from_step, at, host, pid, slurm_job_id
     schema: int = SCHEMA_VERSION
 
     def identity(self) -> dict[str, Any]:
@@ -103,6 +110,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(finite(data), f, indent=2, default=str)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from a cluster's other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,12 +1,19 @@
 """Hydra callback that closes a sweep: one line per job, and a non-zero exit on failure.
 
 Jobs never raise (see tiedharness/job.py), so Hydra's launchers run every cell; this callback then
-reads each job's `run.json`, prints the table, prints the `wandb sync` command when runs
-were logged offline, and exits with status 1 if any job failed (or left no record).
+reads each job's `run.json`, prints the table, says how many cells were kept from an
+earlier start of the sweep, resumed or trained, prints the `wandb sync` command when runs
+were logged offline, and exits with status 1 if any job failed (or left no record). A
+sweep that stops before its end (Ctrl-C, a signal, an error) prints the command that
+continues it in its folder.
 """
 
 from __future__ import annotations
 
+import atexit
+import datetime as dt
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from tiedharness.tracking.record import RunRecord, RunStatus
+from tiedharness.tracking.run_folder import observed_status
 
 
 def read_sweep(sweep_dir: Path) -> list[tuple[Path, RunRecord | None]]:
@@ -23,10 +31,30 @@ def read_sweep(sweep_dir: Path) -> list[tuple[Path, RunRecord | None]]:
     jobs: list[tuple[Path, RunRecord | None]] = []
     for folder in sorted(folders, key=lambda p: int(p.name)):
         try:
-            jobs.append((folder, RunRecord.read(folder / "run.json")))
+            record = RunRecord.read(folder / "run.json")
         except ValueError:
             jobs.append((folder, None))
+            continue
+        record.status = observed_status(record, folder)
+        jobs.append((folder, record))
     return jobs
+
+
+def how_started(record: RunRecord, since: str) -> str:
+    """What this start of the sweep (begun at `since`, ISO UTC) did with the cell."""
+    if (record.finished_at or "") < since and record.status != RunStatus.running:
+        return "kept"  # finished before this start: not trained again
+    if record.resumes and record.resumes[-1].get("at", "") >= since:
+        return "resumed"
+    return "rerun" if record.attempt > 1 else "trained"
+
+
+def continue_command(folder: Path, multirun: bool = True) -> str:
+    """This process's command line, pointed at the folder of its sweep (or single run):
+    the command that continues it there."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    args = [a for a in sys.argv[1:] if not a.startswith((f"{key}=", f"+{key}="))]
+    return shlex.join(["tiedharness-train", *args, f"{key}={folder}"])
 
 
 def summary_line(folder: Path, record: RunRecord | None) -> str:
@@ -50,7 +78,23 @@ def summary_line(folder: Path, record: RunRecord | None) -> str:
 
 
 class SweepSummary(Callback):
+    def __init__(self) -> None:
+        self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.ended = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        sweep_dir, pid = Path(config.hydra.sweep.dir).resolve(), os.getpid()
+
+        def unfinished() -> None:  # at exit, unless on_multirun_end ran
+            if not self.ended and os.getpid() == pid:
+                print(f"\nsweep {sweep_dir} stopped before its end; continue it with:\n"
+                      f"  {continue_command(sweep_dir)}", file=sys.stderr)  # fmt: skip
+
+        atexit.register(unfinished)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.ended = True
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = read_sweep(sweep_dir) if sweep_dir.is_dir() else []
         print(f"\nsweep {sweep_dir}: {len(jobs)} jobs")
@@ -59,6 +103,10 @@ class SweepSummary(Callback):
         statuses = [str(r.status) if r else str(RunStatus.failed) for _, r in jobs]
         counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
         print("  ".join(f"{n} {s}" for s, n in counts.items()))
+        starts = [how_started(r, self.started) for _, r in jobs if r is not None]
+        if any(s != "trained" for s in starts):
+            kinds = ("kept", "resumed", "rerun", "trained")
+            print("  ".join(f"{starts.count(k)} {k}" for k in kinds if starts.count(k)))
         if any(r and r.wandb and r.wandb.get("mode") == "offline" for _, r in jobs):
             print("W&B runs were logged offline; upload them with:")
             print(f"  wandb sync {sweep_dir}/*/wandb/offline-run-*")

@@ -10,12 +10,15 @@ One `Trackers` container per run fans each `log(...)` out to its backends:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from tiedharness.tracking.config import WandbConfig
 from tiedharness.tracking.record import RunRecord, RunStatus, finite
+from tiedharness.tracking.run_folder import RunFolder
 
 
 class LocalTracker:
@@ -23,6 +26,8 @@ class LocalTracker:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.history = run_dir / "history.jsonl"
+        # lines in history.jsonl: a checkpoint keeps it, so a resume cuts back to it
+        self.rows = RunFolder(run_dir).history_rows()
 
     def start(self, record: RunRecord) -> None:
         record.write(self.run_dir)
@@ -30,6 +35,7 @@ class LocalTracker:
     def log(self, row: dict) -> None:
         with self.history.open("a") as f:
             f.write(json.dumps(finite(row)) + "\n")
+        self.rows += 1
 
     def finish(self, record: RunRecord) -> None:
         record.write(self.run_dir)
@@ -52,6 +58,13 @@ def wandb_mode(configured: str | None = None) -> str:
     return mode
 
 
+def wandb_run_id(record: RunRecord) -> str:
+    """Stable across resumes of one attempt; new for a run trained again from the start
+    (its first start time differs), and for another folder with the same run id."""
+    digest = hashlib.sha1(f"{record.run_dir}|{record.started_at}".encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{record.run_id[:48]}-{digest}")
+
+
 class WandbTracker:
     """One W&B run: grouped by sweep, typed by task, tagged with task, strategy and model."""
 
@@ -67,6 +80,10 @@ class WandbTracker:
 
         tags = [record.task, record.sharing, record.model, *self.options.tags]
         self.run = wandb.init(
+            # the same id across restarts of the job, so a resume continues the same run
+            # (offline, `wandb sync` joins the parts)
+            id=wandb_run_id(record),
+            resume="allow",
             project=self.options.project,
             entity=self.options.entity,
             group=record.sweep_id,
@@ -128,6 +145,11 @@ class Trackers:
     def log(self, row: dict) -> None:
         for backend in self.backends:
             backend.log(row)
+
+    @property
+    def rows(self) -> int:
+        """Lines in history.jsonl so far."""
+        return self.local.rows
 
     def finish(self, record: RunRecord) -> None:
         """Close every backend, even if one of them raises; run.json is written last."""

@@ -57,6 +57,11 @@ class TrainerConfig:
     converge_tolerance: float = 0.01
     converge_tolerance_abs: float = 0.01
     log_every: int = 50
+    # checkpoint.pt in the run folder (tiedharness/training/checkpoint.py): every N steps
+    # and/or every N seconds of training, on a stop signal, and at the end; a job whose
+    # folder holds one resumes from it. null disables that trigger.
+    checkpoint_every: int | None = None
+    checkpoint_every_s: float | None = 600.0
     num_threads: int | None = None  # torch threads; null: the cores divided among parallel jobs
     deterministic: bool = True
     profile: bool = True  # FLOP and time shares of the output layer, on the first batch
@@ -66,6 +71,7 @@ class TrainerConfig:
         require_positive(self, "trainer", "lr", "max_steps", "max_train_tokens", "max_time_s")
         require_positive(self, "trainer", "eval_every", "eval_examples", "log_every", "num_threads")
         require_positive(self, "trainer", "converge_window", "converge_tolerance")
+        require_positive(self, "trainer", "checkpoint_every", "checkpoint_every_s")
         require_non_negative(self, "trainer", "converge_tolerance_abs")
         require_fraction(self, "trainer", "converge_window")
         require_non_negative(

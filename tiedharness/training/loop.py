@@ -1,10 +1,12 @@
 """The one training loop, for every task and every sharing strategy.
 
 `Trainer.fit` steps through token-budget batches until the budget (steps, target tokens
-or wall-clock) is spent, logging the training loss every `log_every` steps and calling
-`evaluate` every `eval_every` steps. It knows nothing of evaluation, costs or where the
-numbers go: `tiedharness/job.py` wires those in. `state_dict()` holds everything a
-resumed run needs to continue exactly where this one stopped.
+or wall-clock) is spent, logging the training loss every `log_every` steps, calling
+`evaluate` every `eval_every` steps and `checkpoint` every `checkpoint_every` steps or
+`checkpoint_every_s` seconds. At each step boundary it checks `stop` (a signal arrived):
+then it checkpoints and returns `interrupted`. It knows nothing of evaluation, costs,
+files or where the numbers go: `tiedharness/job.py` wires those in. `state_dict()` holds
+everything a resumed run needs to continue exactly where this one stopped.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ Row = dict[str, float]
 
 @dataclass
 class TrainResult:
-    status: str  # completed | diverged
+    status: str  # completed | diverged | interrupted
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -134,12 +136,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def fit(self, evaluate: Callable[[], Row] | None = None, progress: bool = False) -> TrainResult:
-        """Train until the budget is spent (or the loss diverges); `evaluate` runs every
-        `eval_every` steps but not at the last one: the caller evaluates the end."""
+    def fit(
+        self,
+        evaluate: Callable[[], Row] | None = None,
+        progress: bool = False,
+        checkpoint: Callable[[], None] | None = None,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> TrainResult:
+        """Train until the budget is spent, the loss diverges or `stop()` says so;
+        `evaluate` runs every `eval_every` steps but not at the last one: the caller
+        evaluates (and checkpoints) the end."""
         from tqdm import tqdm
 
-        started = time.perf_counter()
+        started = time.perf_counter() - self.train_s  # a resumed run's budget goes on
+        self._checkpoint, self._stop = checkpoint, stop
+        self._checkpointed_at = (self.step, time.perf_counter())
         bar = tqdm(
             total=self.expected_steps(),
             initial=self.step,
@@ -167,8 +178,28 @@ class Trainer:
                 return "completed"
             if evaluate is not None and self.step % self.cfg.eval_every == 0:
                 self.log(self.progress_row(**evaluate()))
+            if self._stop():
+                self._save()
+                return "interrupted"
+            if self._checkpoint_due():
+                self._save()
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         return "completed"
+
+    def _checkpoint_due(self) -> bool:
+        if self._checkpoint is None:
+            return False
+        every, every_s = self.cfg.checkpoint_every, self.cfg.checkpoint_every_s
+        step, at = self._checkpointed_at
+        return bool(
+            (every and self.step - step >= every)
+            or (every_s and time.perf_counter() - at >= every_s)
+        )
+
+    def _save(self) -> None:
+        if self._checkpoint is not None:
+            self._checkpoint()
+            self._checkpointed_at = (self.step, time.perf_counter())
 
     def _record_loss(self, loss: float, bar) -> None:
         self.window.append(loss)
