@@ -11,7 +11,7 @@ SCRIPTS := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scr
 # the report's screenshot test.
 SYSTEM_PACKAGES := sword-text-kjv sword-text-web sword-text-sparv chromium
 
-.PHONY: install system-deps demo test test-all lint format clean
+.PHONY: install system-deps slurm demo test test-all lint format clean
 
 install: $(STAMP)
 
@@ -39,12 +39,17 @@ demo: install system-deps
 	$(SCRIPTS)/tiedharness-train -m experiment=quick
 	$(SCRIPTS)/tiedharness-report "$$(ls -d results/quick/*/ | sort | tail -n 1)"
 
-# The default test run (about 5 minutes on 2 cores); slow and GPU tests excluded.
-test: install system-deps
+# A real single-node SLURM on this machine for the preemption tests (root and apt; where
+# either is missing it says so, and those tests skip).
+slurm:
+	@scripts/start_slurm.sh
+
+# The default test run (about 8 minutes on 2 cores); slow and GPU tests excluded.
+test: install system-deps slurm
 	$(PYTHON) -m pytest
 
 # Everything but GPU tests, slow ones included.
-test-all: install system-deps
+test-all: install system-deps slurm
 	$(PYTHON) -m pytest -m 'not gpu'
 
 lint: install

@@ -56,12 +56,15 @@ class JobContext:
 
 
 def available_cpus() -> int:
-    """The CPUs this process may run on: its affinity (taskset, cgroups, SLURM's
-    allocation), not the machine's count."""
+    """The CPUs this process may run on: its affinity (taskset, cgroups), and no more
+    than SLURM allocated to the task (where SLURM does not bind CPUs), not the machine's
+    count."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS has no affinity
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cpus, int(slurm)) if slurm.isdigit() and int(slurm) > 0 else cpus
 
 
 def torch_threads(configured: int | None, parallel_jobs: int) -> int:
@@ -195,12 +198,13 @@ def begin_record(plain: dict, ctx: JobContext, folder: RunFolder, start: Start) 
 
 
 def process_identity() -> dict:
-    """Where this start of the job runs: enough to find its logs and its scheduler job."""
-    return {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-    }
+    """Where this start of the job runs: enough to find its logs and its scheduler job
+    (as squeue shows it: `<array job>_<task>` for a task of a job array)."""
+    env = os.environ
+    slurm = env.get("SLURM_JOB_ID")
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        slurm = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm}
 
 
 def train(
