@@ -333,3 +333,12 @@ def test_options_label_variants_and_a_rerun_is_not_a_replicate(tmp_path):
     assert summary.loc["qk", "delta_val_loss_mean"] == 0.5
     assert plots.strategy_style("qk+mask_self")["color"] == plots.strategy_style("qk")["color"]
     assert plots.strategy_style("qk+mask_self")["marker"] != plots.strategy_style("qk")["marker"]
+
+
+def test_source_wandb_without_credentials_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    result = report_cli("--source", "wandb", "--wandb-path", "someone/tiedharness",
+                        "--out", str(tmp_path / "report"))  # fmt: skip
+    assert result.returncode == 2
+    assert "wandb login" in result.stderr and "Traceback" not in result.stderr

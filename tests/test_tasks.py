@@ -232,6 +232,20 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path):
     assert build_task(cfg).cache_hit
 
 
+def test_a_cache_entry_missing_a_split_is_rebuilt(tmp_path):
+    cfg = synth(cache_dir=str(tmp_path))
+    first = build_task(cfg)
+    texts_file = first.cache_path / "texts.json"
+    texts = json.loads(texts_file.read_text())
+    del texts["valid"]
+    texts_file.write_text(json.dumps(texts))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rebuilt = build_task(cfg)
+    assert any("no valid split" in str(w.message) for w in caught)
+    assert not rebuilt.cache_hit and rebuilt.references("valid") == first.references("valid")
+
+
 def test_too_long_examples_are_dropped_and_counted():
     data = build_task(synth(max_len=12))
     stats = data.stats["splits"]["train"]
