@@ -305,6 +305,17 @@ def test_paired_difference_against_a_t_table():
     assert paired_difference([0.5, 0.5])["p"] == 0.0  # the same difference on every seed
 
 
+def test_bleu_paired_bootstrap_p_values():
+    from tiedharness.analysis.stats import bleu_paired_bootstrap
+
+    refs = [f"the quick brown fox number {i} jumps over the lazy dog" for i in range(30)]
+    garbage = [f"a slow cat {i} sleeps" for i in range(30)]
+    # every resample favours the perfect system: sacreBLEU's p = (0 + 1) / (1000 + 1)
+    assert bleu_paired_bootstrap(garbage, refs, refs) == 1 / 1001
+    # the same outputs: no evidence of a difference (sacreBLEU alone would say 1/1001)
+    assert bleu_paired_bootstrap(garbage, list(garbage), refs) == 1.0
+
+
 def test_options_label_variants_and_a_rerun_is_not_a_replicate(tmp_path):
     """A grid of none, qk × qk_mask_self: three labels; none's two runs are one
     replicate (the option does not change none), flagged and counted once."""

@@ -256,7 +256,9 @@ def train(
         state = {"trainer": trainer.state_dict(), "curve": curve, "history_rows": trackers.rows}
         save_checkpoint(ctx.run_dir, state)
 
-    result = trainer.fit(evaluate, not ctx.multirun, checkpoint, stop=lambda: bool(stop))
+    result = trainer.fit(
+        evaluate, progress=not ctx.multirun, checkpoint=checkpoint, stop=lambda: bool(stop)
+    )
     metrics.update(result.metrics)
     if result.status == "completed":
         checkpoint()  # the final one: what tiedharness-eval and a rerun start from

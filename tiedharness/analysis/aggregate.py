@@ -277,14 +277,19 @@ def summarize(runs: Runs) -> pd.DataFrame:
     return out
 
 
+def _cell_ids(frame: pd.DataFrame, cell: list[str]) -> pd.Series:
+    """One string per row naming its cell (the values of the cell keys): rows of the
+    summary and runs of the same cell get the same id."""
+    return frame[cell].astype(str).agg("|".join, axis=1)
+
+
 def _paired_deltas(out: pd.DataFrame, done: pd.DataFrame, cell: list[str]) -> pd.DataFrame:
     """delta_<metric>_{mean,ci95,p,n}: per-seed differences from `none` in the same cell."""
     metrics = [m for m in DELTA_METRICS if m in done.columns]
-    key = lambda frame: frame[cell].astype(str).agg("|".join, axis=1)  # noqa: E731
-    done = done.assign(_cell=key(done))
+    done = done.assign(_cell=_cell_ids(done, cell))
     base = done[done["sharing"] == "none"].set_index(["_cell", "seed"])
     columns: dict[str, list] = {}
-    for cell_id, label in zip(key(out), out["sharing"], strict=True):
+    for cell_id, label in zip(_cell_ids(out, cell), out["sharing"], strict=True):
         runs = done[(done["_cell"] == cell_id) & (done["sharing"] == label)].set_index("seed")
         for m in metrics:
             diffs = [
@@ -310,11 +315,9 @@ def _bleu_bootstrap(out: pd.DataFrame, done: pd.DataFrame, cell: list[str]) -> l
     """sacreBLEU's paired bootstrap of each label against none of its cell, on the
     sentences both decoded (decoded-valid.jsonl), pooled over the seeds they share.
     NaN where the decoded files are missing or cover different examples."""
-    key = done[cell].astype(str).agg("|".join, axis=1)
+    key = _cell_ids(done, cell)
     p_values = []
-    for cell_id, label in zip(
-        out[cell].astype(str).agg("|".join, axis=1), out["sharing"], strict=True
-    ):
+    for cell_id, label in zip(_cell_ids(out, cell), out["sharing"], strict=True):
         mine = done[(key == cell_id) & (done["sharing"] == label)].set_index("seed")["run_dir"]
         base = done[(key == cell_id) & (done["sharing"] == "none")].set_index("seed")["run_dir"]
         pooled = [_decoded_pair(base[s], mine[s]) for s in mine.index if s in base.index]

@@ -45,9 +45,17 @@ def bleu_paired_bootstrap(
     baseline: Sequence[str], system: Sequence[str], references: Sequence[str], samples: int = 1000
 ) -> float:
     """sacreBLEU's paired bootstrap p-value that `system`'s BLEU differs from the
-    baseline's, on the same sentences and references."""
+    baseline's, on the same sentences and references. sacreBLEU gives two systems with
+    the same BLEU p = 1/(samples+1) (it counts resamples whose difference exceeds the
+    observed one, and none exceeds 0); an observed difference of 0 is no evidence of a
+    difference, so that case is p = 1 here."""
     from sacrebleu.metrics import BLEU
     from sacrebleu.significance import PairedTest
+
+    bleu = BLEU()
+    refs = [list(references)]
+    if bleu.corpus_score(list(system), refs).score == bleu.corpus_score(list(baseline), refs).score:
+        return 1.0
 
     test = PairedTest(
         [("baseline", list(baseline)), ("system", list(system))],

@@ -2,7 +2,8 @@
 
 A run or sweep folder is created exclusively (`th.new_folder` in conf/train.yaml), so two
 started in the same second get two folders. Pointing `hydra.run.dir` / `hydra.sweep.dir`
-at an existing folder continues what is there (docs/concepts.md, "Resuming").
+at an existing folder continues what is there (README, "Interruptions, checkpoints and
+resuming"; docs/run-record.md).
 """
 
 from __future__ import annotations
