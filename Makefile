@@ -11,7 +11,7 @@ SCRIPTS := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scr
 # the report's screenshot test.
 SYSTEM_PACKAGES := sword-text-kjv sword-text-web sword-text-sparv chromium
 
-.PHONY: install system-deps slurm demo test test-all lint format clean
+.PHONY: install system-deps slurm demo test test-all gpu-check lint format clean
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ test: install system-deps slurm
 # Everything but GPU tests, slow ones included.
 test-all: install system-deps slurm
 	$(PYTHON) -m pytest -m 'not gpu'
+
+# On a CUDA machine: GPU tests, a trainer=gpu smoke sweep, DDP on two GPUs, throughput
+# and MFU (scripts/gpu_check.sh; `scripts/gpu_check.sh --dry-run` says what it would run).
+gpu-check: install
+	scripts/gpu_check.sh
 
 lint: install
 	$(PYTHON) -m ruff check .

@@ -62,7 +62,7 @@ def bare_loop(config, steps: int) -> float:
     batches = trainer.batches(0)[:steps]
     started = time.perf_counter()
     for indices in batches:
-        trainer.train_step(collate(data.splits["train"], indices))
+        trainer.train_step([collate(data.splits["train"], indices)])
     return time.perf_counter() - started
 
 

@@ -275,8 +275,8 @@ def output_dtype_during_training(tmp_path: Path, precision: str) -> torch.dtype:
     )
     seen = []
     model.output.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
-    loss = trainer.train_step(trainer.first_batch())
-    assert math.isfinite(loss)
+    loss = trainer.train_step([trainer.first_batch()])
+    assert math.isfinite(float(loss))
     return seen[0]
 
 

@@ -33,11 +33,12 @@ from tiedharness.tasks import make_task
 from tiedharness.tracking.record import RunRecord, RunStatus
 from tiedharness.tracking.run_folder import RunFolder, RunFolderError, Start, plan_start
 from tiedharness.tracking.trackers import Trackers
-from tiedharness.training.checkpoint import CheckpointError, save_checkpoint
+from tiedharness.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tiedharness.training.config import TrainerConfig
 from tiedharness.training.convergence import convergence
-from tiedharness.training.costs import cached_profile, vocabulary_costs
+from tiedharness.training.costs import cached_profile, peak_flops, vocabulary_costs
 from tiedharness.training.device import peak_memory_mb, reset_peak_memory, resolve_device
+from tiedharness.training.distributed import Dist, init_distributed, shutdown
 from tiedharness.training.evaluation import Evaluator
 from tiedharness.training.loop import Trainer
 
@@ -127,28 +128,47 @@ def execute_job(config: DictConfig | dict, ctx: JobContext) -> RunRecord:
     trained again when it failed before one was written."""
     started = time.perf_counter()
     plain = OmegaConf.to_container(OmegaConf.create(config), resolve=True, enum_to_str=True)
-    folder = RunFolder(ctx.run_dir)
+    dist = init_distributed(str((plain.get("trainer") or {}).get("device", "auto")))
     try:
-        folder.acquire()
-        start = plan_start(folder, plain)
-    except (RunFolderError, CheckpointError) as err:
-        folder.release()
+        return _execute(config, plain, ctx, dist, started)
+    finally:
+        shutdown(dist)
+
+
+def _execute(
+    config: DictConfig | dict, plain: dict, ctx: JobContext, dist: Dist, started: float
+) -> RunRecord:
+    folder = RunFolder(ctx.run_dir)
+    start, problem = None, None
+    if dist.main:  # rank 0 owns the folder and decides; the other ranks follow
+        try:
+            folder.acquire()
+            start = plan_start(folder, plain)
+        except (RunFolderError, CheckpointError) as err:
+            folder.release()
+            problem = err
+    start, problem = follow(dist, folder, start, problem)
+    if problem is not None:
         if not ctx.multirun:
-            raise
-        print(f"job {ctx.job_num}: not run: {err}", file=sys.stderr)
+            raise problem
+        print(f"job {ctx.job_num}: not run: {problem}", file=sys.stderr)
         return RunRecord(run_id=f"{ctx.sweep_id}-{ctx.job_num}", status=RunStatus.failed,
-                         error=str(err), run_dir=str(ctx.run_dir))  # fmt: skip
+                         error=str(problem), run_dir=str(ctx.run_dir))  # fmt: skip
     if start.kind == "keep":
         folder.release()
-        print(f"job {ctx.job_num}: already {start.previous.status} in {ctx.run_dir}, kept")
+        if dist.main:
+            print(f"job {ctx.job_num}: already {start.previous.status} in {ctx.run_dir}, kept")
         return start.previous
-    record = begin_record(plain, ctx, folder, start)
+    record = begin_record(plain, ctx, folder, start, write=dist.main)
     trackers = None
     with StopRequest() as stop:
         try:
             job = JobConfig.from_config(config)  # the schemas' checks, before any data is built
-            trackers = Trackers(ctx.run_dir, job.logger.wandb, quiet=ctx.multirun)
-            record.status, record.metrics = train(job, record, trackers, ctx, start, stop)
+            trackers = Trackers(
+                ctx.run_dir, job.logger.wandb, quiet=ctx.multirun or not dist.main,
+                enabled=dist.main,
+            )  # fmt: skip
+            record.status, record.metrics = train(job, record, trackers, ctx, start, stop, dist)
             record.metrics["wall_s"] = time.perf_counter() - started  # this start of the job
             if record.status == RunStatus.interrupted:
                 steps = record.metrics.get("steps")
@@ -166,9 +186,9 @@ def execute_job(config: DictConfig | dict, ctx: JobContext) -> RunRecord:
         finally:
             record.finished_at = _now()
             try:
-                if trackers is None:
+                if trackers is None and dist.main:
                     record.write(ctx.run_dir)
-                else:
+                elif trackers is not None:
                     trackers.finish(record)
             finally:
                 folder.release()
@@ -177,9 +197,34 @@ def execute_job(config: DictConfig | dict, ctx: JobContext) -> RunRecord:
     return record
 
 
-def begin_record(plain: dict, ctx: JobContext, folder: RunFolder, start: Start) -> RunRecord:
+def follow(
+    dist: Dist, folder: RunFolder, start: Start | None, problem: Exception | None
+) -> tuple[Start, Exception | None]:
+    """Rank 0's decision on every rank: a resuming rank reads the checkpoint itself."""
+    if not dist.active:
+        return start, problem
+    kind, message = dist.broadcast(
+        (start.kind if start else None, str(problem) if problem else None)
+    )
+    if message is not None:
+        return None, problem or RunFolderError(message)
+    if dist.main:
+        return start, None
+    checkpoint = load_checkpoint(folder.path) if kind == "resume" else None
+    previous = folder.previous_record() if kind in ("resume", "keep") else None
+    return Start(kind, previous, checkpoint), None
+
+
+def begin_record(
+    plain: dict, ctx: JobContext, folder: RunFolder, start: Start, write: bool = True
+) -> RunRecord:
     """The record this start of the job writes first: the previous one continued for a
-    resume, a new one otherwise (a rerun's previous files removed)."""
+    resume, a new one otherwise (a rerun's previous files removed). Other ranks than 0
+    build it without writing anything."""
+    if not write:
+        record = start.previous if start.kind == "resume" else new_record(plain, ctx)
+        record.resumes = list(record.resumes)
+        return record
     if start.kind == "resume":
         record = start.previous
         step = start.checkpoint["trainer"]["counters"]["step"]
@@ -214,6 +259,7 @@ def train(
     ctx: JobContext,
     start: Start,
     stop: StopRequest,
+    dist: Dist,
 ) -> tuple[RunStatus, dict]:
     """Build the data and the model, measure costs, train (from the checkpoint of a
     resumed run), evaluate; fills `record`'s env, data and params and returns the status
@@ -223,7 +269,11 @@ def train(
     cfg = job.trainer
     device = resolve_device(cfg.device)
     reset_peak_memory(device)
-    record.env = environment(device, torch_threads(cfg.num_threads, ctx.parallel_jobs))
+    if dist.active and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    parallel = max(ctx.parallel_jobs, dist.local_world)  # processes sharing this machine
+    record.env = environment(device, torch_threads(cfg.num_threads, parallel))
+    record.env["world_size"] = dist.world
     seed_everything(cfg.seed, cfg.deterministic)
     task = make_task(job.task)
     model_cfg = job.model_for(task)
@@ -233,15 +283,17 @@ def train(
     model = build_model(model_cfg, data.vocab, job.sharing)
     record.params = count_params(model, job.sharing.name).to_dict()
     trackers.start(record)
-    trainer = Trainer(model, data.splits["train"], data.max_tokens, cfg, device, trackers.log)
-    evaluator = Evaluator(trainer.model, data, cfg, device)
+    trainer = Trainer(model, data.splits["train"], data.max_tokens, cfg, device, trackers.log, dist)
+    evaluator = Evaluator(trainer.model, data, cfg, device, dist)
     metrics = vocabulary_costs(model, data.vocab)
-    if cfg.profile:
+    if cfg.profile and not cfg.fsdp:  # a sharded model cannot run the profile on one rank
         batch, costs_dir = trainer.first_batch(), cache_root(job.task.cache_dir) / "costs"
         metrics.update(
             cached_profile(trainer.model, batch, cfg.label_smoothing, cfg.precision, costs_dir)
         )
         trainer.optimizer.zero_grad(set_to_none=True)
+        # a step's FLOPs over the target tokens it trains (padding's work charged to them)
+        metrics["train_flops_per_token"] = metrics["step_flops"] / batch.target_tokens
     curve: list[tuple[int, float]] = []  # (tokens, validation loss) of every evaluation
     if start.kind == "resume":  # after the profile: the checkpoint's RNG states win
         trainer.load_state_dict(start.checkpoint["trainer"])
@@ -252,20 +304,31 @@ def train(
         curve.append((trainer.tokens, row["val_loss"]))
         return row
 
-    def checkpoint() -> None:
+    def checkpoint() -> None:  # every rank takes part (FSDP2 gathers); rank 0 writes
         state = {"trainer": trainer.state_dict(), "curve": curve, "history_rows": trackers.rows}
-        save_checkpoint(ctx.run_dir, state)
+        if dist.main:
+            save_checkpoint(ctx.run_dir, state)
 
     result = trainer.fit(
-        evaluate, progress=not ctx.multirun, checkpoint=checkpoint, stop=lambda: bool(stop)
+        evaluate,
+        progress=not ctx.multirun and dist.main,
+        checkpoint=checkpoint,
+        stop=lambda: bool(stop),
     )
     metrics.update(result.metrics)
+    peak, record.env["peak_flops_source"] = peak_flops(device, cfg.precision, record.env["threads"])
+    if peak and "train_flops_per_token" in metrics:
+        # model FLOPs per second over the peak of every device the run used
+        achieved = metrics["train_tokens_per_s"] * metrics["train_flops_per_token"]
+        metrics["mfu"] = achieved / (peak * dist.world)
+        metrics["peak_flops"] = peak
     if result.status == "completed":
         checkpoint()  # the final one: what tiedharness-eval and a rerun start from
         final = final_evaluation(evaluator, curve, trainer.tokens, cfg)
         metrics.update(final)
         trackers.log(trainer.progress_row(**final))
-        write_decoded(ctx.run_dir, evaluator.decoded)
+        if dist.main:
+            write_decoded(ctx.run_dir, evaluator.decoded)
     metrics["peak_mem_mb"] = peak_memory_mb(device)
     return RunStatus(result.status), metrics
 

@@ -9,7 +9,9 @@ resuming"; docs/run-record.md).
 from __future__ import annotations
 
 import itertools
+import os
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -23,17 +25,39 @@ from tiedharness.cli import CONF_DIR, fail
 
 def new_folder(path: str) -> str:
     """`path`, created by this call; when another run or sweep created it first, the
-    first free of `path-2`, `path-3`, … Cached by OmegaConf, so a sweep resolves it once."""
+    first free of `path-2`, `path-3`, … Cached by OmegaConf, so a sweep resolves it once.
+    The ranks of one torchrun run share rank 0's folder (it leaves the run's id in it)."""
     base = Path(path)
     base.parent.mkdir(parents=True, exist_ok=True)
-    for n in itertools.count(1):
-        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+    candidates = (
+        base if n == 1 else base.with_name(f"{base.name}-{n}") for n in itertools.count(1)
+    )
+    run_id = (
+        os.environ.get("TORCHELASTIC_RUN_ID") if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None
+    )
+    if run_id and os.environ.get("RANK", "0") != "0":
+        return str(_torchrun_folder(base, run_id))
+    for candidate in candidates:
         try:
             candidate.mkdir()
         except FileExistsError:
             continue
+        if run_id:
+            (candidate / ".torchrun").write_text(run_id)
         return str(candidate)
     raise AssertionError("unreachable")
+
+
+def _torchrun_folder(base: Path, run_id: str, timeout_s: float = 300) -> Path:
+    """The folder rank 0 of torchrun run `run_id` created next to `base` (its time stamp
+    may be another second's: each rank reads the clock)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for marker in base.parent.glob("*/.torchrun"):
+            if marker.read_text() == run_id:
+                return marker.parent
+        time.sleep(0.1)
+    raise RuntimeError(f"rank 0 of torchrun run {run_id} created no folder in {base.parent}")
 
 
 OmegaConf.register_new_resolver("th.new_folder", new_folder, use_cache=True, replace=True)
@@ -67,7 +91,7 @@ def main(cfg: DictConfig) -> None:
     except (ValueError, FileNotFoundError) as err:  # a single run's configuration error
         print(f"run recorded in {ctx.run_dir / 'run.json'}", file=sys.stderr)
         fail(str(err))
-    if not multirun:
+    if not multirun and os.environ.get("RANK", "0") == "0":  # rank 0 speaks for the run
         print(summary_line(ctx.run_dir, record))
         print(f"run recorded in {ctx.run_dir / 'run.json'}")
     if record.status == RunStatus.interrupted and "BasicLauncher" in str(launcher.get("_target_")):
@@ -90,3 +114,7 @@ def parallel_jobs(launcher: dict) -> int:
     if isinstance(n_jobs, int) and n_jobs != 0:
         return available_cpus() if n_jobs < 0 else n_jobs
     return 1
+
+
+if __name__ == "__main__":  # torchrun -m tiedharness.cli.train, python -m …
+    main()

@@ -71,14 +71,25 @@ class Batch:
     tgt_in: Tensor  # (B, T) BOS + target (seq2seq) or window[:-1] (LM)
     tgt_out: Tensor  # (B, T) target + EOS (seq2seq) or window[1:] (LM)
     indices: Tensor  # (B,) example indices in the split
+    # predicted (non-pad) target tokens, counted on the host when the batch is built, so
+    # that reading it never waits on a device
+    target_tokens: int = -1
 
-    @property
-    def target_tokens(self) -> int:
-        return int((self.tgt_out != PAD_ID).sum())
+    def __post_init__(self) -> None:
+        if self.target_tokens < 0:
+            self.target_tokens = int((self.tgt_out != PAD_ID).sum())
 
-    def to(self, device: torch.device | str) -> Batch:
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.src), move(self.tgt_in), move(self.tgt_out), self.indices)
+    def to(self, device: torch.device | str, pin: bool = False) -> Batch:
+        """On `device`; `pin` stages through pinned host memory so that the non-blocking
+        copy to a GPU really overlaps."""
+
+        def move(t: Tensor | None) -> Tensor | None:
+            if t is None:
+                return None
+            return (t.pin_memory() if pin else t).to(device, non_blocking=True)
+
+        moved = (move(self.src), move(self.tgt_in), move(self.tgt_out))
+        return Batch(*moved, self.indices, self.target_tokens)
 
 
 def token_batches(

@@ -127,20 +127,26 @@ class WandbTracker:
 
 class Trackers:
     """The run's trackers behind one interface; local first, so its files exist even when
-    W&B fails to start."""
+    W&B fails to start. `enabled=False` (the other ranks of a data-parallel run) records
+    nothing."""
 
     def __init__(
-        self, run_dir: Path, wandb_options: WandbConfig | None, quiet: bool = False
+        self,
+        run_dir: Path,
+        wandb_options: WandbConfig | None,
+        quiet: bool = False,
+        enabled: bool = True,
     ) -> None:
-        self.local = LocalTracker(run_dir)
-        self.backends: list = [self.local]
-        if wandb_options is not None:
+        self.local = LocalTracker(run_dir) if enabled else None
+        self.backends: list = [self.local] if enabled else []
+        if wandb_options is not None and enabled:
             self.backends.append(WandbTracker(wandb_options, run_dir, quiet))
 
     def start(self, record: RunRecord) -> None:
         for backend in self.backends:
             backend.start(record)
-        record.write(self.local.run_dir)  # now with the W&B run id
+        if self.local is not None:
+            record.write(self.local.run_dir)  # now with the W&B run id
 
     def log(self, row: dict) -> None:
         for backend in self.backends:
@@ -149,7 +155,7 @@ class Trackers:
     @property
     def rows(self) -> int:
         """Lines in history.jsonl so far."""
-        return self.local.rows
+        return self.local.rows if self.local is not None else 0
 
     def finish(self, record: RunRecord) -> None:
         """Close every backend, even if one of them raises; run.json is written last."""

@@ -41,6 +41,12 @@ class TrainerConfig:
     schedule: Schedule = Schedule.inverse_sqrt
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     label_smoothing: float = 0.1
+    # batches per optimizer update on each rank (their gradients averaged): a paper's batch
+    # on fewer devices; the schedule counts updates
+    accum_steps: int = 1
+    # shard parameters, gradients and optimizer state over the ranks with FSDP2 instead of
+    # replicating them with DDP (tiedharness/training/sharding.py: which ties can shard)
+    fsdp: bool = False
     max_steps: int | None = 2000  # budget: the first of steps, tokens, seconds to run out
     max_train_tokens: int | None = None  # target tokens
     max_time_s: float | None = None  # wall-clock seconds of the training loop
@@ -71,7 +77,7 @@ class TrainerConfig:
         require_positive(self, "trainer", "lr", "max_steps", "max_train_tokens", "max_time_s")
         require_positive(self, "trainer", "eval_every", "eval_examples", "log_every", "num_threads")
         require_positive(self, "trainer", "converge_window", "converge_tolerance")
-        require_positive(self, "trainer", "checkpoint_every", "checkpoint_every_s")
+        require_positive(self, "trainer", "checkpoint_every", "checkpoint_every_s", "accum_steps")
         require_non_negative(self, "trainer", "converge_tolerance_abs")
         require_fraction(self, "trainer", "converge_window")
         require_non_negative(

@@ -95,8 +95,8 @@ def profile_step(
     def output_layer() -> None:
         with autocast(device, precision):
             logits = model.output(features)
-        loss_sum, n = token_loss(logits, batch.tgt_out, smoothing)
-        (loss_sum / max(n, 1)).backward()
+        loss_sum = token_loss(logits, batch.tgt_out, smoothing)
+        (loss_sum / max(batch.target_tokens, 1)).backward()
 
     softmax_loss = SOFTMAX_LOSS_FLOPS_PER_LOGIT * batch.tgt_in.numel() * model.output.out_features
     step = flops["Global"] + softmax_loss
@@ -180,3 +180,53 @@ def cached_profile(
     if path is not None:
         write_json_atomic(path, profile)
     return {**profile, "profile_cached": False}
+
+
+# Dense peak TFLOP/s per GPU (vendor data sheets; no sparsity): bf16 tensor cores, plain
+# fp32. Matched against torch.cuda.get_device_name(); the first match wins.
+GPU_PEAK_TFLOPS = (
+    ("H100 PCIe", {"bf16": 756.0, "fp32": 51.2}),
+    ("H100", {"bf16": 989.4, "fp32": 66.9}),
+    ("H200", {"bf16": 989.4, "fp32": 66.9}),
+    ("A100", {"bf16": 312.0, "fp32": 19.5}),
+    ("L40S", {"bf16": 362.1, "fp32": 91.6}),
+    ("L4", {"bf16": 121.0, "fp32": 30.3}),
+    ("A10", {"bf16": 125.0, "fp32": 31.2}),
+    ("RTX 4090", {"bf16": 165.2, "fp32": 82.6}),
+    ("V100", {"bf16": 125.0, "fp32": 15.7}),  # fp16 tensor cores: V100 has no bf16
+    ("T4", {"bf16": 65.0, "fp32": 8.1}),  # likewise fp16
+)
+
+
+def cpu_peak_flops(threads: int) -> tuple[float, str]:
+    """An estimate for the cores in use: threads × clock × fp32 lanes of the widest
+    vector unit × 2 (fused multiply-add) × 2 (FMA units per core)."""
+    flags, mhz = "", 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags" and not flags:
+                flags = value
+            elif key.strip() == "cpu MHz":
+                mhz = max(mhz, float(value))
+    except (OSError, ValueError):
+        pass
+    lanes = 16 if " avx512f" in flags else 8 if " avx2" in flags else 4
+    ghz = mhz / 1000 if mhz else 2.5
+    source = (
+        f"CPU estimate: {threads} threads × {ghz:.2f} GHz × {lanes} fp32 lanes × 2 FMA × 2 units"
+    )
+    return threads * ghz * 1e9 * lanes * 4, source
+
+
+def peak_flops(device: torch.device, precision: str, threads: int) -> tuple[float | None, str]:
+    """The device's peak FLOP/s for this precision (None when unknown), and its source."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peaks in GPU_PEAK_TFLOPS:
+            if key in name:
+                return peaks[precision] * 1e12, f"{name}: {precision} data-sheet peak"
+        return None, f"{name}: no peak in tiedharness.training.costs.GPU_PEAK_TFLOPS"
+    if device.type == "cpu":
+        return cpu_peak_flops(threads)
+    return None, f"{device.type}: no peak known"

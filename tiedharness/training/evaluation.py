@@ -17,6 +17,7 @@ from tiedharness.model.transformer import Transformer
 from tiedharness.tasks.data import TaskData
 from tiedharness.training.config import TrainerConfig
 from tiedharness.training.device import autocast, synchronize
+from tiedharness.training.distributed import Dist
 from tiedharness.training.loop import model_inputs
 from tiedharness.training.metrics import bleu_chrf, exact_match, perplexity, token_loss
 from tiedharness.vocab import EOS_ID, PAD_ID
@@ -30,9 +31,19 @@ class Evaluator:
     the same examples for every run on the same data, so runs pair up."""
 
     def __init__(
-        self, model: Transformer, data: TaskData, cfg: TrainerConfig, device: torch.device
+        self,
+        model: Transformer,
+        data: TaskData,
+        cfg: TrainerConfig,
+        device: torch.device,
+        dist: Dist | None = None,
     ) -> None:
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
+        self.dist = dist or Dist()
+        # DDP: each rank evaluates a share of the losses, rank 0 decodes; FSDP2: a forward
+        # needs every rank, so every rank evaluates everything (rank 0 records it)
+        self.shared = self.dist.active and not cfg.fsdp
+        self.decodes = self.dist.main or cfg.fsdp
         self.decoded: dict[str, list[dict]] = {}  # split → index, hypothesis, reference
         self._chars: dict[str, torch.Tensor] = {}
 
@@ -48,13 +59,17 @@ class Evaluator:
         indices = self.data.sample(split, n_examples)
         if split not in self._chars:
             self._chars[split] = self.data.target_chars(split)
-        total, tokens = 0.0, 0
-        for batch in self.data.batches(split, indices):
+        mine = indices[self.dist.rank :: self.dist.world] if self.shared else indices
+        total, tokens = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        for batch in self.data.batches(split, mine) if len(mine) else []:
+            tokens += batch.target_tokens  # on the host, before the copy
             batch = batch.to(self.device)
             with self._autocast():
                 logits = self.model(*model_inputs(self.model, batch))
-            loss_sum, n = token_loss(logits, batch.tgt_out)
-            total, tokens = total + float(loss_sum), tokens + n
+            total += token_loss(logits, batch.tgt_out).double()
+        if self.shared:
+            total, tokens = self.dist.sum([float(total), tokens], self.device)
+        total, tokens = float(total), int(tokens)
         chars = int(self._chars[split][indices].sum())
         nan = float("nan")
         return {
@@ -79,11 +94,15 @@ class Evaluator:
             "val_bpc": valid["bpc"],
         }
         out.update({f"val_{k}": valid[k] for k in ("examples", "tokens", "chars")})
-        out.update(self.decode_scores("valid", self.cfg.decode_examples))
-        if len(self.data.splits["test"]) and self.cfg.test_examples != 0:
-            test = self.decode_scores("test", self.cfg.test_examples, speed=False)
+        with_test = len(self.data.splits["test"]) and self.cfg.test_examples != 0
+        if with_test:  # every rank takes part in the losses; rank 0 alone decodes
             measured = self.loss("test", self.cfg.test_examples)
-            test.update(loss=measured["loss"], bpc=measured["bpc"])
+            out.update(test_loss=measured["loss"], test_bpc=measured["bpc"])
+        if not self.decodes:
+            return out
+        out.update(self.decode_scores("valid", self.cfg.decode_examples))
+        if with_test:
+            test = self.decode_scores("test", self.cfg.test_examples, speed=False)
             out.update({f"test_{k}": v for k, v in test.items()})
         return out
 

@@ -7,6 +7,14 @@ or wall-clock) is spent, logging the training loss every `log_every` steps, call
 then it checkpoints and returns `interrupted`. It knows nothing of evaluation, costs,
 files or where the numbers go: `tiedharness/job.py` wires those in. `state_dict()` holds
 everything a resumed run needs to continue exactly where this one stopped.
+
+A step is one optimizer update over `accum_steps` × world-size consecutive batches of the
+epoch's order: each rank of a data-parallel run takes `accum_steps` of them, and the
+gradient is the mean of the per-batch mean-loss gradients (DDP averages over ranks, the
+accumulation over micro-batches), so N ranks and N-fold accumulation take the same
+update. Target tokens are counted on the host from the batches' sizes, identically on
+every rank; losses stay on the device until a log reads them (no host synchronisation
+inside a step: a non-finite loss is seen at the next log).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +34,7 @@ from tiedharness.model.transformer import Transformer
 from tiedharness.tasks.batching import Batch, EncodedSplit, collate, token_batches
 from tiedharness.training.config import TrainerConfig
 from tiedharness.training.device import autocast, synchronize
+from tiedharness.training.distributed import Dist
 from tiedharness.training.metrics import token_loss
 from tiedharness.training.optim import build_optimizer, lr_factor
 
@@ -44,10 +54,12 @@ def model_inputs(model: Transformer, batch: Batch) -> tuple[Tensor, ...]:
 def mean_loss(
     forward: Callable[..., Tensor], model: Transformer, batch: Batch, smoothing: float, precision
 ) -> tuple[Tensor, int]:
-    """The batch's mean label-smoothed loss per target token, and the token count."""
+    """The batch's mean label-smoothed loss per target token, and the token count (the
+    host's: dividing by it needs no device synchronisation)."""
     with autocast(batch.tgt_out.device, precision):
         logits = forward(*model_inputs(model, batch))
-    loss_sum, n = token_loss(logits, batch.tgt_out, smoothing)
+    loss_sum = token_loss(logits, batch.tgt_out, smoothing)
+    n = batch.target_tokens
     return loss_sum / max(n, 1), n
 
 
@@ -60,12 +72,15 @@ class Trainer:
         cfg: TrainerConfig,
         device: torch.device,
         log: Callable[[Row], None] = lambda row: None,
+        dist: Dist | None = None,
     ) -> None:
         self.cfg, self.train, self.max_tokens, self.log = cfg, train, max_tokens, log
-        self.device = device
+        self.device, self.dist = device, dist or Dist()
         self._order: tuple[int, list[Tensor]] | None = None  # (epoch, its batches)
+        self._targets = train.sizes()[1]  # target tokens per example (EOS included)
         self.model = model.to(device)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.ddp = self._data_parallel(self.model)
+        self.forward = torch.compile(self.ddp) if cfg.compile else self.ddp
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, tuple(cfg.betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(cfg, self.expected_steps())
@@ -75,6 +90,32 @@ class Trainer:
         self.train_s = 0.0  # seconds inside training steps
         self.window: list[float] = []  # losses since the last log
         self.train_loss: float | None = None
+        self._losses: list[Tensor] = []  # this rank's step losses, on the device, until a log
+        self._clock: float | None = None  # when the current stretch of steps began
+        self._time_up = False  # the wall-clock budget, as the ranks agreed
+
+    def _data_parallel(self, model: Transformer) -> torch.nn.Module:
+        """DDP over the process group: one gradient all-reduce per step, each tied tensor
+        reduced once (it is one parameter). Or FSDP2, sharded in place."""
+        if self.cfg.fsdp:
+            if not self.dist.active:
+                raise ValueError(
+                    "trainer.fsdp=true shards over the ranks of a process group: launch the "
+                    "run with torchrun (or SLURM tasks), or set trainer.fsdp=false"
+                )
+            from tiedharness.training.sharding import fully_shard_model
+
+            return fully_shard_model(model)
+        if not self.dist.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    @property
+    def batches_per_step(self) -> int:
+        return self.cfg.accum_steps * self.dist.world
 
     # ------------------------------------------------------------------ data order
 
@@ -93,9 +134,8 @@ class Trainer:
         epoch 0's mean batch size (the cosine schedule's length)."""
         if self.cfg.max_steps or not self.cfg.max_train_tokens:
             return self.cfg.max_steps
-        batches = self.batches(0)
-        targets = self.train.sizes()[1]  # predicted tokens per example (EOS included)
-        mean = float(targets.sum()) / max(len(batches), 1)
+        per_step = len(self.batches(0)) // self.batches_per_step
+        mean = float(self._targets.sum()) / max(per_step, 1)
         return math.ceil(self.cfg.max_train_tokens / max(mean, 1.0))
 
     def first_batch(self) -> Batch:
@@ -103,35 +143,63 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
 
-    def train_step(self, batch: Batch) -> float:
+    def train_step(self, micro_batches: list[Batch]) -> Tensor:
+        """One optimizer update over this rank's micro-batches; returns their mean loss,
+        detached, on the device."""
         self.model.train()
-        loss, n = mean_loss(
-            self.forward, self.model, batch, self.cfg.label_smoothing, self.cfg.precision
-        )
-        loss.backward()
+        total = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            # the gradient is reduced over the ranks once, after the last micro-batch
+            if self.cfg.fsdp:
+                self.model.set_requires_gradient_sync(last)
+            sync = (
+                self.ddp.no_sync()
+                if self.dist.active and not last and not self.cfg.fsdp
+                else nullcontext()
+            )
+            with sync:
+                loss, _ = mean_loss(
+                    self.forward, self.model, batch, self.cfg.label_smoothing, self.cfg.precision
+                )
+                (loss / len(micro_batches)).backward()
+            total += loss.detach()
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.tokens += n
-        return float(loss.detach())
+        return total / len(micro_batches)
 
-    def _timed_step(self, batch: Batch) -> float:
-        synchronize(self.device)
-        t0 = time.perf_counter()
-        loss = self.train_step(batch)
-        synchronize(self.device)
-        self.train_s += time.perf_counter() - t0
-        return loss
+    def _step_batches(self, group: list[Tensor]) -> list[Batch]:
+        """This rank's micro-batches of a step's group, on the device (pinned host memory
+        and non-blocking copies on a GPU)."""
+        k, rank = self.cfg.accum_steps, self.dist.rank
+        pin = self.device.type == "cuda"
+        return [
+            collate(self.train, idx).to(self.device, pin=pin)
+            for idx in group[rank * k : (rank + 1) * k]
+        ]
 
-    def budget_spent(self, started: float) -> bool:
+    def _clock_start(self) -> None:
+        self._clock = time.perf_counter()
+
+    def _clock_stop(self) -> None:
+        """Add the steps since `_clock_start` to train_s; one device sync, here, not per step."""
+        if self._clock is not None:
+            synchronize(self.device)
+            self.train_s += time.perf_counter() - self._clock
+            self._clock = None
+
+    def budget_spent(self) -> bool:
+        """Steps or tokens spent (the same on every rank), or the wall-clock budget, once
+        the ranks agreed it is."""
         c = self.cfg
         return bool(
             (c.max_steps and self.step >= c.max_steps)
             or (c.max_train_tokens and self.tokens >= c.max_train_tokens)
-            or (c.max_time_s and time.perf_counter() - started >= c.max_time_s)
+            or self._time_up
         )
 
     # ------------------------------------------------------------------ the loop
@@ -148,9 +216,16 @@ class Trainer:
         evaluates (and checkpoints) the end."""
         from tqdm import tqdm
 
+        if len(self.batches(0)) < self.batches_per_step:
+            raise ValueError(
+                f"an epoch has {len(self.batches(0))} batches, fewer than one update takes "
+                f"(trainer.accum_steps={self.cfg.accum_steps} × {self.dist.world} ranks): "
+                "lower trainer.accum_steps or task.max_tokens"
+            )
         started = time.perf_counter() - self.train_s  # a resumed run's budget goes on
         self._checkpoint, self._stop = checkpoint, stop
         self._checkpointed_at = (self.step, time.perf_counter())
+        self._clock_start()
         bar = tqdm(
             total=self.expected_steps(),
             initial=self.step,
@@ -159,32 +234,67 @@ class Trainer:
             leave=False,
         )
         status = "completed"
-        while status == "completed" and not self.budget_spent(started):
+        self._time_up = False
+        while status == "completed" and not self.budget_spent():
             status = self._epoch(started, evaluate, bar)
+        self._clock_stop()
+        if status == "completed" and not self._read_losses():
+            status = "diverged"
         bar.close()
         return TrainResult(status, self.summary())
 
     def _epoch(self, started: float, evaluate: Callable[[], Row] | None, bar) -> str:
-        """Steps through the rest of the current epoch; returns the run's status."""
-        order = self.batches(self.epoch)
-        for idx in order[self.batch_in_epoch :]:
-            loss = self._timed_step(collate(self.train, idx).to(self.device))
-            self.batch_in_epoch += 1
-            if not math.isfinite(loss):
-                self.log({"step": self.step, "tokens": self.tokens, "train_loss": loss})
+        """Steps through the rest of the current epoch; returns the run's status. An
+        epoch's last batches that do not fill a whole step (accumulation × ranks) are left
+        out of it."""
+        order, per_step = self.batches(self.epoch), self.batches_per_step
+        while self.batch_in_epoch + per_step <= len(order):
+            group = order[self.batch_in_epoch : self.batch_in_epoch + per_step]
+            self._losses.append(self.train_step(self._step_batches(group)))
+            self.batch_in_epoch += per_step
+            self.tokens += sum(int(self._targets[idx].sum()) for idx in group)  # every rank's
+            bar.update(1)
+            if self.step % self.cfg.log_every == 0 and not self._log_train_loss(bar):
                 return "diverged"
-            self._record_loss(loss, bar)
-            if self.budget_spent(started):
+            stop, self._time_up, due = self.dist.agree(
+                self._stop(), self._out_of_time(started), self._checkpoint_due()
+            )  # every rank takes the same decisions (a checkpoint may need them all)
+            if self.budget_spent():
                 return "completed"
             if evaluate is not None and self.step % self.cfg.eval_every == 0:
+                self._clock_stop()
                 self.log(self.progress_row(**evaluate()))
-            if self._stop():
+                self._clock_start()
+            if stop:
                 self._save()
                 return "interrupted"
-            if self._checkpoint_due():
+            if due:
                 self._save()
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         return "completed"
+
+    def _out_of_time(self, started: float) -> bool:
+        return bool(self.cfg.max_time_s and time.perf_counter() - started >= self.cfg.max_time_s)
+
+    def _read_losses(self) -> bool:
+        """Move the device-side step losses (averaged over ranks) into the log window;
+        False when one is not finite."""
+        if not self._losses:
+            return True
+        losses = self.dist.mean(torch.stack(self._losses)).tolist()  # the one host sync
+        self._losses = []
+        self.window.extend(losses)
+        return all(math.isfinite(x) for x in losses)
+
+    def _log_train_loss(self, bar) -> bool:
+        self._clock_stop()
+        finite = self._read_losses()
+        self.train_loss = statistics.fmean(self.window)
+        self.log(self.progress_row(train_loss=self.train_loss))
+        bar.set_postfix(loss=f"{self.train_loss:.3f}")
+        self.window = []
+        self._clock_start()
+        return finite
 
     def _checkpoint_due(self) -> bool:
         if self._checkpoint is None:
@@ -197,18 +307,13 @@ class Trainer:
         )
 
     def _save(self) -> None:
+        """Checkpoint: every rank calls it at the same step (FSDP2 gathers the state from
+        all); the callback writes on rank 0."""
         if self._checkpoint is not None:
+            self._clock_stop()
             self._checkpoint()
             self._checkpointed_at = (self.step, time.perf_counter())
-
-    def _record_loss(self, loss: float, bar) -> None:
-        self.window.append(loss)
-        bar.update(1)
-        if self.step % self.cfg.log_every == 0:
-            self.train_loss = statistics.fmean(self.window)
-            self.log(self.progress_row(train_loss=self.train_loss))
-            bar.set_postfix(loss=f"{self.train_loss:.3f}")
-            self.window = []
+            self._clock_start()
 
     def summary(self) -> Row:
         """What the loop measured: the last window's loss, counters, throughput."""
@@ -237,9 +342,15 @@ class Trainer:
     def state_dict(self) -> dict:
         """Model (each tied tensor once), optimizer, schedule, counters, data position,
         the loss window and the RNG states: enough to continue bit for bit on CPU."""
+        if self.cfg.fsdp:
+            from tiedharness.training.sharding import full_state
+
+            model, optimizer = full_state(self.model, self.optimizer)
+        else:
+            model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model,
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "counters": {
                 "step": self.step,
@@ -249,6 +360,7 @@ class Trainer:
                 "train_s": self.train_s,
             },
             "window": list(self.window),
+            "pending": [float(x) for x in self._losses],  # step losses not yet logged
             "train_loss": self.train_loss,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -258,12 +370,18 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.cfg.fsdp:
+            from tiedharness.training.sharding import load_full_state
+
+            load_full_state(self.model, self.optimizer, state)
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         for name, value in state["counters"].items():
             setattr(self, name, value)
         self.window, self.train_loss = list(state["window"]), state["train_loss"]
+        self._losses = [torch.tensor(x, device=self.device) for x in state.get("pending", [])]
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])

@@ -14,8 +14,9 @@ from torch import Tensor
 from tiedharness.vocab import PAD_ID
 
 
-def token_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, int]:
-    """Summed cross-entropy over non-pad targets, and their count."""
+def token_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Summed cross-entropy over non-pad targets (divide by `Batch.target_tokens`, counted
+    on the host, for the mean)."""
     loss = F.cross_entropy(
         logits.flatten(0, 1).float(),
         targets.flatten(),
@@ -23,7 +24,7 @@ def token_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) ->
         reduction="sum",
         label_smoothing=label_smoothing,
     )
-    return loss, int((targets != PAD_ID).sum())
+    return loss
 
 
 def perplexity(mean_loss: float) -> float:
