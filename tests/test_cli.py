@@ -116,12 +116,14 @@ def test_bible_mt_statistics_have_the_contract_keys():
     assert again["overlap"] > 0.1
 
 
+@pytest.mark.slow
 def test_script_shift_statistics_report_zero_overlap():
     assert (
         _data_json("task=bible_mt", "task.vocab=joint", "task.script_shift=true")["overlap"] == 0.0
     )
 
 
+@pytest.mark.slow
 def test_synthetic_overlap_from_the_command_line():
     common = ["task=synth_translation", "task.vocab=joint", "task.train_examples=3000"]
     overlaps = [_data_json(*common, f"task.overlap={x}")["overlap"] for x in (0, 0.5, 1.0)]

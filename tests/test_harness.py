@@ -139,6 +139,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     assert out.stdout.count("failed ") >= 2 and "2 completed  2 failed" in out.stdout
 
 
+@pytest.mark.slow
 def test_joblib_workers_divide_the_cores(tmp_path):
     out = train_cli(
         "-m", "experiment=smoke", "sharing=none,qkv", "hydra/launcher=joblib",

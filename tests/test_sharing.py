@@ -208,6 +208,7 @@ def _check_compiled(strategies: tuple[str, ...], **options):
     assert compiled._orig_mod.output.weight is model.output.weight
 
 
+@pytest.mark.slow
 def test_ties_survive_torch_compile():
     # One compile (~30 s on 2 cores) covering every kind of tie: parameter ties across
     # stacks, shared projections inside attention, and whole reused layers.

@@ -98,13 +98,13 @@ def test_a_preempted_job_is_requeued_and_resumes(tmp_path):
 
 def test_a_job_that_reaches_its_time_limit_is_requeued_and_resumes(tmp_path):
     # one minute per start; SLURM signals it 30 s before the limit (give or take SLURM's
-    # one-minute resolution), so ~40 s of training needs at least one requeue
-    proc = start_sweep("trainer.max_steps=400", "hydra.launcher.timeout_min=1",
+    # one-minute resolution, so at most 30 s in), so ~30 s of training needs a requeue
+    proc = start_sweep("trainer.max_steps=300", "hydra.launcher.timeout_min=1",
                        "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=10",
                        f"results_dir={tmp_path}")  # fmt: skip
     _, err = run_to_end(proc)
     assert proc.returncode == 0, err[-3000:]
     (run_dir,) = (tmp_path / "adhoc").glob("*/0")
-    record = check_resumed_run(run_dir, 400)
+    record = check_resumed_run(run_dir, 300)
     assert "timed-out" in "".join(p.read_text() for p in run_dir.parent.glob(".submitit/*/*.err"))
     assert len(record["resumes"]) <= 10

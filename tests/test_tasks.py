@@ -206,6 +206,7 @@ def test_rebuilding_without_the_cache_gives_identical_tensors():
     _assert_same(build_task(synth(), use_cache=False), build_task(synth(), use_cache=False))
 
 
+@pytest.mark.slow
 def test_bible_cache_hit_is_fast():
     build_task({"name": "bible_mt"})
     again = build_task({"name": "bible_mt"})
