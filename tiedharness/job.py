@@ -222,9 +222,7 @@ def begin_record(
     resume, a new one otherwise (a rerun's previous files removed). Other ranks than 0
     build it without writing anything."""
     if not write:
-        record = start.previous if start.kind == "resume" else new_record(plain, ctx)
-        record.resumes = list(record.resumes)
-        return record
+        return start.previous if start.kind == "resume" else new_record(plain, ctx)
     if start.kind == "resume":
         record = start.previous
         step = start.checkpoint["trainer"]["counters"]["step"]
