@@ -7,18 +7,22 @@ PREFIX_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.p
 STAMP := .make/installed-$(PREFIX_ID)
 SCRIPTS := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 
-# Debian/Ubuntu packages: the SWORD Bible modules the Bible tasks read, and Chromium for
-# the report's screenshot test.
-SYSTEM_PACKAGES := sword-text-kjv sword-text-web sword-text-sparv chromium
+# Debian/Ubuntu packages: the SWORD Bible modules the Bible tasks read (all the demo
+# needs), and for the tests also Chromium, for the report's screenshot test.
+SWORD_PACKAGES := sword-text-kjv sword-text-web sword-text-sparv
+TEST_PACKAGES := $(SWORD_PACKAGES) chromium
 
-.PHONY: install system-deps slurm demo test test-all gpu-check lint format clean
+.PHONY: install sword-deps system-deps slurm demo test test-all gpu-check lint format clean
 
 install: $(STAMP)
 
 # Installs them with apt when some are missing (as root, or through sudo). Elsewhere, put
 # the KJV, WEB and SpaRV1909 modules from CrossWire into ~/.sword and install Chromium.
+sword-deps:
+	@$(MAKE) --no-print-directory system-deps TEST_PACKAGES="$(SWORD_PACKAGES)"
+
 system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	@missing=""; for p in $(TEST_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
@@ -35,7 +39,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The main job: the quick study (every strategy on 3 tasks, < 10 minutes on 2 cores), then
 # its report: figures, tables and results/quick/<date-time>/report/report.html.
-demo: install system-deps
+demo: install sword-deps
 	$(SCRIPTS)/tiedharness-train -m experiment=quick
 	$(SCRIPTS)/tiedharness-report "$$(ls -d results/quick/*/ | sort | tail -n 1)"
 

@@ -108,8 +108,12 @@ def test_wandb_offline_files_match_run_json(smoke):
     _, records = smoke
     for folder, r in records:
         (run_file,) = folder.glob("wandb/offline-run-*/run-*.wandb")
-        summary = wandb_offline.summary(run_file)
-        assert summary["val_loss"] == r["metrics"]["val_loss"]
+        summary, history = wandb_offline.summary(run_file), wandb_offline.history(run_file)
+        # losses summarise to their best (lowest) value over the run, scores to the highest
+        val_losses = [row["val_loss"] for row in history if "val_loss" in row]
+        assert len(val_losses) >= 2 and summary["val_loss"] == {"min": min(val_losses)}
+        assert summary["bleu"] == {"max": max(row["bleu"] for row in history if "bleu" in row)}
+        assert summary["final/val_loss"] == r["metrics"]["val_loss"] == val_losses[-1]
         assert summary["params/total"] == r["params"]["total"]
         assert summary["status"] == "completed"
         info = wandb_offline.run_info(run_file)
@@ -407,3 +411,15 @@ def test_a_token_budget_sets_the_cosine_schedule_length(tmp_path):
     ]
     assert rows[-1]["tokens"] >= 20_000
     assert rows[-1]["lr"] < 0.02 * record["config"]["trainer"]["lr"]  # annealed to ~0 at the end
+
+
+def test_the_app_returns_its_objective_for_sweeper_plugins(smoke):
+    from tiedharness.cli.train import objective
+    from tiedharness.tracking.record import RunRecord
+
+    _, records = smoke
+    record = RunRecord.from_dict(records[0][1])
+    assert objective(record, "val_loss") == records[0][1]["metrics"]["val_loss"]
+    assert objective(record, "bleu") == records[0][1]["metrics"]["bleu"]
+    failed = RunRecord(run_id="x", status="failed")
+    assert math.isnan(objective(failed, "val_loss"))  # a search goes on past a failed trial

@@ -291,6 +291,13 @@ def test_report_logs_figures_and_table_back_to_the_sweeps_wandb_group(smoke_swee
     assert logged == SMOKE_FIGURES | {"summary"}
     table = next(r for r in wandb_offline.history(run_file) if "summary/nrows" in r)
     assert table["summary/nrows"] == 5
+    (table_file,) = run_file.parent.glob("files/media/table/summary_*.table.json")
+    logged_table = json.loads(table_file.read_text())
+    columns = {c: [row[i] for row in logged_table["data"]]
+               for i, c in enumerate(logged_table["columns"])}  # fmt: skip
+    assert columns["n"] == [1] * 5  # numbers, not "1"
+    assert all(isinstance(v, float) for v in columns["val_loss_mean"])
+    assert columns["sharing"][0] == "none"
 
 
 def test_paired_difference_against_a_t_table():

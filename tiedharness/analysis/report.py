@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from tiedharness.analysis import plots
 from tiedharness.analysis.aggregate import Runs, load_runs, summarize
@@ -163,7 +164,17 @@ def log_to_wandb(report: Report, project: str, entity: str | None, group: str | 
                     dir=str(report.out_dir), mode=wandb_mode(None)) as run:  # fmt: skip
         run.log({name: wandb.Image(str(paths["png"])) for name, paths in report.figures.items()})
         if not report.summary.empty:
-            run.log({"summary": wandb.Table(dataframe=report.summary.astype(str))})
+            run.log({"summary": wandb.Table(dataframe=typed_columns(report.summary))})
+
+
+def typed_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numbers stay numbers (W&B sorts and plots them), booleans booleans; other columns
+    (labels, mixed values) become text."""
+    out = frame.copy()
+    for column in out.columns:
+        if not (is_numeric_dtype(out[column]) or is_bool_dtype(out[column])):
+            out[column] = out[column].astype(str)
+    return out
 
 
 def load(source: str, results_dir: Path | None, wandb_path: str | None, group: str | None) -> Runs:

@@ -39,7 +39,8 @@ def load_wandb_runs(path: str, group: str | None = None) -> Runs:
 def record_from_wandb(config: dict, summary: dict, name: str, group: str) -> RunRecord:
     """A run record rebuilt from a W&B run's config (the resolved Hydra config, plus the
     `run` block WandbTracker adds) and summary (final metrics, `params/*`, `data/*`,
-    `status`), so W&B runs aggregate like local ones."""
+    `status`), so W&B runs aggregate like local ones. Losses and scores whose summary is
+    their best value (`{"min": …}`) are read from `final/<metric>`, the run's final value."""
     run = config.get("run") or {}
     params: dict[str, Any] = {"by_component": {}}
     for key, value in summary.items():
@@ -54,6 +55,7 @@ def record_from_wandb(config: dict, summary: dict, name: str, group: str) -> Run
         for k, v in summary.items()
         if "/" not in k and not k.startswith("_") and k not in skip and isinstance(v, int | float)
     }
+    metrics.update({k.split("/", 1)[1]: v for k, v in summary.items() if k.startswith("final/")})
     return RunRecord.from_dict(
         {
             **run,

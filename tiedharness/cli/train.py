@@ -64,7 +64,9 @@ OmegaConf.register_new_resolver("th.new_folder", new_folder, use_cache=True, rep
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float:
+    """Train one job; returns its objective (`objective`, by default val_loss) for sweeper
+    plugins, NaN when the run did not complete."""
     from tiedharness.job import JobContext, execute_job  # torch loads only here
     from tiedharness.tracking.record import RunStatus
     from tiedharness.tracking.run_folder import RunFolderError
@@ -101,6 +103,12 @@ def main(cfg: DictConfig) -> None:
             print(f"continue with:\n  {continue_command(base_dir.resolve(), False)}",
                   file=sys.stderr)  # fmt: skip
         sys.exit(INTERRUPTED_EXIT)
+    return objective(record, cfg.objective)
+
+
+def objective(record, metric: str) -> float:
+    value = record.metrics.get(metric) if record.status == "completed" else None
+    return float(value) if isinstance(value, int | float) else float("nan")
 
 
 INTERRUPTED_EXIT = 3  # neither success (0) nor a configuration error (2)

@@ -37,7 +37,7 @@ class RunFolderError(RuntimeError):
 
 
 # Settings that change how a run is carried out, not what it computes: a resume may differ.
-RESUMABLE_CHANGES = ("logger", "results_dir", "trainer.checkpoint_every", "trainer.checkpoint_every_s",
+RESUMABLE_CHANGES = ("logger", "results_dir", "objective", "trainer.checkpoint_every", "trainer.checkpoint_every_s",
                      "trainer.num_threads")  # fmt: skip
 
 

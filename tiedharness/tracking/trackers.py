@@ -58,6 +58,15 @@ def wandb_mode(configured: str | None = None) -> str:
     return mode
 
 
+# Which way is better for the metrics whose W&B summary is their best value.
+SUMMARY_BEST = {
+    **dict.fromkeys(("train_loss", "val_loss", "val_ppl", "val_bpc",
+                     "test_loss", "test_bpc"), "min"),
+    **dict.fromkeys(("bleu", "chrf", "exact_match", "test_bleu", "test_chrf",
+                     "test_exact_match"), "max"),
+}  # fmt: skip
+
+
 def wandb_run_id(record: RunRecord) -> str:
     """Stable across resumes of one attempt; new for a run trained again from the start
     (its first start time differs), and for another folder with the same run id."""
@@ -101,6 +110,9 @@ class WandbTracker:
         self.run.define_metric("step")
         self.run.define_metric("tokens")
         self.run.define_metric("*", step_metric="step")
+        # a run's summary shows its best loss and score, not the last logged
+        for name, best in SUMMARY_BEST.items():
+            self.run.define_metric(name, step_metric="step", summary=best)
         record.wandb = {"mode": self.mode, "id": self.run.id, "dir": str(self.run_dir / "wandb")}
 
     def log(self, row: dict) -> None:
@@ -114,7 +126,11 @@ class WandbTracker:
         summary = {f"params/{k}": v for k, v in params.items() if not isinstance(v, dict)}
         for component, n in (params.get("by_component") or {}).items():
             summary[f"params/by_component/{component}"] = n
-        summary.update(finite(record.metrics))
+        # the best-of metrics keep the summary W&B computed from their history (shown as
+        # `val_loss.min`); the run's final values, what run.json holds, go under final/
+        metrics = finite(record.metrics)
+        summary.update({k: v for k, v in metrics.items() if k not in SUMMARY_BEST})
+        summary.update({f"final/{k}": v for k, v in metrics.items() if k in SUMMARY_BEST})
         overlap = record.data.get("overlap")
         if overlap is not None:
             summary["data/overlap"] = overlap
