@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -423,3 +424,12 @@ def test_the_app_returns_its_objective_for_sweeper_plugins(smoke):
     assert objective(record, "bleu") == records[0][1]["metrics"]["bleu"]
     failed = RunRecord(run_id="x", status="failed")
     assert math.isnan(objective(failed, "val_loss"))  # a search goes on past a failed trial
+
+
+def test_a_sweep_reports_each_job_with_what_remains(smoke):
+    out, records = smoke
+    assert "sweep of 5 jobs" in out.stdout
+    lines = [line for line in out.stdout.splitlines() if re.match(r"\[\d+/\d+\] ", line)]
+    assert [line.split("]")[0] for line in lines] == [f"[{n}/5" for n in range(1, 6)]
+    assert all("completed" in line and "elapsed" in line for line in lines)
+    assert "left)" in lines[0] and records[0][1]["sharing"] in lines[0]

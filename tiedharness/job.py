@@ -265,6 +265,11 @@ def train(
     from tiedharness.tasks.data import build_task, cache_root  # tokenizers, tensors
 
     cfg = job.trainer
+
+    def say(message: str) -> None:  # a single run says what it is doing; sweeps stay quiet
+        if not ctx.multirun and dist.main:
+            print(message, file=sys.stderr, flush=True)
+
     device = resolve_device(cfg.device)
     reset_peak_memory(device)
     if dist.active and device.type == "cuda":
@@ -275,16 +280,20 @@ def train(
     seed_everything(cfg.seed, cfg.deterministic)
     task = make_task(job.task)
     model_cfg = job.model_for(task)
+    say(f"building the data of task {task.name} (or reading it from the cache)…")
     data = build_task(task)
     record.data = {k: data.stats[k] for k in ("overlap", "padding_fraction", "vocab")}
     record.data["examples"] = {k: v["examples"] for k, v in data.stats["splits"].items()}
     model = build_model(model_cfg, data.vocab, job.sharing)
     record.params = count_params(model, job.sharing.name).to_dict()
+    say(f"{len(data.splits['train']):,} training examples; model with "
+        f"{record.params['total']:,} parameters (sharing: {record.sharing})")  # fmt: skip
     trackers.start(record)
     trainer = Trainer(model, data.splits["train"], data.max_tokens, cfg, device, trackers.log, dist)
     evaluator = Evaluator(trainer.model, data, cfg, device, dist)
     metrics = vocabulary_costs(model, data.vocab)
     if cfg.profile and not cfg.fsdp:  # a sharded model cannot run the profile on one rank
+        say("measuring the output layer's share of a training step (cached per shape)…")
         batch, costs_dir = trainer.first_batch(), cache_root(job.task.cache_dir) / "costs"
         metrics.update(
             cached_profile(trainer.model, batch, cfg.label_smoothing, cfg.precision, costs_dir)
@@ -294,6 +303,9 @@ def train(
         metrics["train_flops_per_token"] = metrics["step_flops"] / batch.target_tokens
     curve: list[tuple[int, float]] = []  # (tokens, validation loss) of every evaluation
     if start.kind == "resume":  # after the profile: the checkpoint's RNG states win
+        say(
+            f"resuming from the checkpoint at step {start.checkpoint['trainer']['counters']['step']}"
+        )
         trainer.load_state_dict(start.checkpoint["trainer"])
         curve = [tuple(point) for point in start.checkpoint["curve"]]
 
@@ -321,6 +333,7 @@ def train(
         metrics["mfu"] = achieved / (peak * dist.world)
         metrics["peak_flops"] = peak
     if result.status == "completed":
+        say("final evaluation: validation and test loss, decoding…")
         checkpoint()  # the final one: what tiedharness-eval and a rerun start from
         final = final_evaluation(evaluator, curve, trainer.tokens, cfg)
         metrics.update(final)

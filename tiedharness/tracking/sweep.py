@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import math
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from tiedharness.tracking.record import RunRecord, RunStatus
 from tiedharness.tracking.run_folder import observed_status
@@ -77,13 +80,62 @@ def summary_line(folder: Path, record: RunRecord | None) -> str:
     return "  ".join(c for c in cells if c)
 
 
+def grid_size(config: DictConfig) -> int | None:
+    """How many jobs the basic sweeper will launch: the product of the swept values of
+    the study's grid and the command line (None for a sweeper that decides as it goes)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        params = OmegaConf.to_container(config.hydra.sweeper.params or {}) or {}
+        lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+        by_key = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(lines)}
+    except Exception:  # another sweeper's settings: no fixed grid
+        return None
+    sweeps = [o for o in by_key.values() if o.is_sweep_override()]
+    return math.prod(len(list(o.sweep_string_iterator())) for o in sweeps)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 class SweepSummary(Callback):
     def __init__(self) -> None:
         self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.ended = False
+        self.clock, self.total, self.done = time.monotonic(), None, 0
+        self.job_clock = self.clock
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.job_clock = time.monotonic()
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """One line per finished job: index of total, outcome, time, what remains."""
+        if OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN:
+            return
+        self.done += 1
+        folder = Path(config.hydra.runtime.output_dir)
+        try:
+            record = RunRecord.read(folder / "run.json")
+        except ValueError:
+            record = None
+        now = time.monotonic()
+        total = self.total or "?"
+        line = f"[{config.hydra.job.num + 1}/{total}] {summary_line(folder, record).strip()}"
+        line += f"  ({duration(now - self.job_clock)}; elapsed {duration(now - self.clock)}"
+        if self.total:
+            left = (now - self.clock) / self.done * (self.total - self.done)
+            line += f", about {duration(left)} left"
+        print(line + ")", flush=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.clock, self.total, self.done = time.monotonic(), grid_size(config), 0
+        if self.total:
+            print(f"sweep of {self.total} jobs", flush=True)
         sweep_dir, pid = Path(config.hydra.sweep.dir).resolve(), os.getpid()
 
         def unfinished() -> None:  # at exit, unless on_multirun_end ran
