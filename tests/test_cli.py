@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import train_cli
 
 from tiedharness.model.sharing import STRATEGIES
 
@@ -139,3 +140,37 @@ def test_data_table_and_errors(tmp_path):
     assert "apt-get install sword-text-kjv sword-text-sparv" in missing.stderr
     byo = data_cli("task=parallel_text")
     assert byo.returncode == 2 and "needs task.data_dir" in byo.stderr
+
+
+def test_eval_decodes_a_run_again_from_its_checkpoint(tmp_path):
+    """beam=1 is the run's greedy decoding (same hypotheses, exact match and BLEU as
+    sacreBLEU computes from the run's own decoded file); beam=4 records its scores with
+    sacreBLEU's signature and keeps its hypotheses."""
+    import sacrebleu
+
+    run_dir = tmp_path / "run"
+    out = train_cli("task=copy", "task.train_examples=2000", "model=tiny", "trainer.max_steps=60",
+                    "trainer.decode_examples=40", "logger=none", f"hydra.run.dir={run_dir}",
+                    results=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    exe = shutil.which("tiedharness-eval", path=str(Path(sys.executable).parent))
+    for beam in (1, 4):
+        result = subprocess.run([exe, str(run_dir), f"beam={beam}"], capture_output=True,
+                                text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((run_dir / "run.json").read_text())
+    greedy = [
+        json.loads(line) for line in (run_dir / "decoded-valid.jsonl").read_text().splitlines()
+    ]
+    again = [
+        json.loads(line)
+        for line in (run_dir / "eval-valid-beam1-lp1.jsonl").read_text().splitlines()
+    ]
+    assert again == greedy  # the same examples, the same hypotheses
+    first = record["eval"]["valid/beam1/lp1"]
+    assert first["exact_match"] == record["metrics"]["exact_match"]
+    refs = [[r["reference"] for r in greedy]]
+    assert first["bleu"] == sacrebleu.corpus_bleu([r["hypothesis"] for r in greedy], refs).score
+    fourth = record["eval"]["valid/beam4/lp1"]
+    assert fourth["signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|")
+    assert (run_dir / fourth["hypotheses"]).is_file() and fourth["decoded_examples"] == 40

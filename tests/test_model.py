@@ -9,7 +9,7 @@ from conftest import LM_STRATEGIES, VOCAB, batch, logits_of, tiny_cfg, tiny_mode
 from tiedharness.model.config import ModelConfig
 from tiedharness.model.decoding import greedy_continue, greedy_translate
 from tiedharness.model.transformer import SinusoidalPositions
-from tiedharness.vocab import PAD_ID
+from tiedharness.vocab import BOS_ID, EOS_ID, PAD_ID
 
 VARIANTS = [
     {},
@@ -156,3 +156,70 @@ def test_unknown_model_option_is_named():
 
     with pytest.raises(KeyError, match="Key 'layers' not in 'ModelConfig'"):
         from_values(ModelConfig, {"layers": 6})
+
+
+# ---------------------------------------------------------------------------- beam search
+
+
+class ScriptedDecoder:
+    """A decoder whose next-token distribution is scripted by the prefix: after BOS,
+    token 4 (p=0.5) or 5 (p=0.4); after 4 nothing is likely (EOS p=0.3, the best); after
+    5, EOS p=0.9. Greedy takes 4 then EOS: 0.5 × 0.3 = 0.15; the best sequence is 5 then
+    EOS: 0.4 × 0.9 = 0.36. It keeps no real cache, only what beam search reorders."""
+
+    vocab = 8
+
+    def eval(self):
+        return self
+
+    def encode(self, src):
+        return torch.zeros(src.shape[0], 1, 2), torch.zeros(src.shape[0], 1, dtype=torch.bool)
+
+    def new_cache(self):
+        return [{"prefix": torch.zeros(0)}]
+
+    def decode(self, last, memory, src_pad, cache=None, offset=0):
+        rows = last.shape[0]
+        prev = cache[0]["prefix"]
+        prefix = last if prev.numel() == 0 or offset == 0 else torch.cat([prev, last], 1)
+        cache[0]["prefix"] = prefix
+        probs = torch.full((rows, self.vocab), 0.01)
+        for r in range(rows):
+            seq = prefix[r].tolist()
+            if len(seq) == 1:  # after BOS
+                probs[r, 4], probs[r, 5] = 0.5, 0.4
+            elif seq[-1] == 4:
+                probs[r, EOS_ID], probs[r, 6], probs[r, 7] = 0.3, 0.25, 0.25
+            else:
+                probs[r, EOS_ID] = 0.9
+        return (probs / probs.sum(-1, keepdim=True)).log()[:, None, :]
+
+
+def sequence_logprob(model, tokens: list[int]) -> float:
+    cache, total, prefix = model.new_cache(), 0.0, [BOS_ID]
+    for t, token in enumerate(tokens):
+        logp = model.decode(torch.tensor([[prefix[-1]]]), None, None, cache=cache, offset=t)
+        total += float(torch.log_softmax(logp[0, -1], -1)[token])
+        prefix.append(token)
+    return total
+
+
+def test_beam_search_finds_a_likelier_sequence_than_greedy():
+    from tiedharness.model.decoding import beam_translate, greedy_translate
+
+    model, src = ScriptedDecoder(), torch.tensor([[9]])
+    greedy = greedy_translate(model, src, 5)[0].tolist()
+    beam = beam_translate(model, src, 5, beam=2, length_penalty=0.0)[0].tolist()
+    greedy, beam = greedy[: greedy.index(EOS_ID) + 1], beam[: beam.index(EOS_ID) + 1]
+    assert greedy == [4, EOS_ID] and beam == [5, EOS_ID]
+    assert sequence_logprob(model, beam) > sequence_logprob(model, greedy)
+    assert beam_translate(model, src, 5, beam=1)[0, :2].tolist() == greedy  # beam 1 is greedy
+
+
+def test_beam_of_one_is_greedy_on_real_models():
+    from tiedharness.model.decoding import beam_translate, greedy_translate
+
+    for strategy in ("none", "qkv", "three_way", "kv"):
+        model = tiny_model(strategy, seed=3)
+        src, _ = batch(b=5, s=9)
+        assert torch.equal(greedy_translate(model, src, 20), beam_translate(model, src, 20, beam=1))

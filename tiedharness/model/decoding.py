@@ -67,3 +67,86 @@ def greedy_continue(
         return model(tokens[:, -1:], cache=cache, offset=tokens.shape[1] - 1)[:, -1]
 
     return _greedy(step, prefix, max_new, model.new_cache() if use_cache else None)
+
+
+def reorder_cache(cache: list[dict] | dict, rows: Tensor, memo: dict | None = None):
+    """Every cached tensor's rows (dim 0) picked by `rows`, in place; a tensor cached
+    under two names (shared K/V) stays one tensor."""
+    memo = {} if memo is None else memo
+    items = cache.items() if isinstance(cache, dict) else enumerate(cache)
+    for key, value in list(items):
+        if isinstance(value, Tensor):
+            if id(value) not in memo:
+                memo[id(value)] = value.index_select(0, rows)
+            cache[key] = memo[id(value)]
+        elif isinstance(value, dict | list):
+            reorder_cache(value, rows, memo)
+    return cache
+
+
+@torch.no_grad()
+def beam_translate(
+    model: EncoderDecoder, src: Tensor, max_len: int, beam: int = 4, length_penalty: float = 1.0
+) -> Tensor:
+    """Beam search with the KV cache: target tokens (B, ≤ max_len), EOS included, then
+    PAD, of the hypothesis with the best log-probability ÷ length^length_penalty.
+
+    Each step keeps the `beam` best unfinished hypotheses of each source; a hypothesis
+    ending in EOS is set aside, and a source is done once `beam` are. With beam=1 this is
+    greedy decoding, token for token."""
+    model.eval()
+    n, device = src.shape[0], src.device
+    memory, src_pad = model.encode(src)
+    memory, src_pad = memory.repeat_interleave(beam, 0), src_pad.repeat_interleave(beam, 0)
+    cache = model.new_cache()
+    tokens = torch.full((n * beam, 1), BOS_ID, dtype=torch.long, device=device)
+    scores = torch.full((n, beam), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # one live hypothesis per source to start from
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
+    for t in range(max_len):
+        logits = model.decode(tokens[:, -1:], memory, src_pad, cache=cache, offset=t)[:, -1]
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (n·beam, V)
+        vocab = logp.shape[-1]
+        total = (scores[:, :, None] + logp.view(n, beam, vocab)).view(n, beam * vocab)
+        top_scores, top_index = total.topk(min(2 * beam, beam * vocab), dim=-1)
+        rows, next_scores, next_tokens = [], [], []
+        for i in range(n):
+            live: list[tuple[float, int, int]] = []
+            for score, index in zip(top_scores[i].tolist(), top_index[i].tolist(), strict=True):
+                source_beam, token = divmod(index, vocab)
+                if score == float("-inf"):
+                    break
+                if len(finished[i]) >= beam:
+                    break
+                if token == EOS_ID:
+                    hypothesis = [*tokens[i * beam + source_beam, 1:].tolist(), EOS_ID]
+                    finished[i].append((score / len(hypothesis) ** length_penalty, hypothesis))
+                elif len(live) < beam:
+                    live.append((score, source_beam, token))
+                if len(live) == beam:
+                    break
+            live += [(float("-inf"), 0, PAD_ID)] * (beam - len(live))  # a done source idles
+            for score, source_beam, token in live:
+                rows.append(i * beam + source_beam)
+                next_scores.append(score)
+                next_tokens.append(token)
+        if all(len(f) >= beam for f in finished):
+            break
+        rows_t = torch.tensor(rows, device=device)
+        reorder_cache(cache, rows_t)
+        tokens = torch.cat([tokens[rows_t], torch.tensor(next_tokens, device=device)[:, None]], 1)
+        scores = torch.tensor(next_scores, device=device).view(n, beam)
+    for i in range(n):  # out of length: the live hypotheses compete too
+        if len(finished[i]) < beam:
+            for b in range(beam):
+                score = float(scores[i, b])
+                if score > float("-inf"):
+                    hypothesis = tokens[i * beam + b, 1:].tolist()
+                    finished[i].append(
+                        (score / max(len(hypothesis), 1) ** length_penalty, hypothesis)
+                    )
+    best = [max(f, key=lambda x: x[0])[1] if f else [] for f in finished]
+    out = torch.full((n, max(map(len, best), default=0)), PAD_ID, dtype=torch.long, device=device)
+    for i, hypothesis in enumerate(best):
+        out[i, : len(hypothesis)] = torch.tensor(hypothesis, dtype=torch.long)
+    return out

@@ -61,9 +61,10 @@ class RunRecord:
     host: str | None = None  # the machine and process that last ran the job
     pid: int | None = None
     attempt: int = 1  # starts from step 0 (a failed run trained again is attempt 2)
-    resumes: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # one per resume: from_step, at, host, pid, slurm_job_id
+    # one per resume from a checkpoint: from_step, at, host, pid, slurm_job_id
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    # tiedharness-eval's scores, keyed "<split>/beam<k>/lp<x>"
+    eval: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 
     def identity(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from tiedharness.model.decoding import greedy_continue, greedy_translate
+from tiedharness.model.decoding import beam_translate, greedy_continue, greedy_translate
 from tiedharness.model.transformer import Transformer
 from tiedharness.tasks.data import TaskData
 from tiedharness.training.config import TrainerConfig
@@ -40,6 +40,7 @@ class Evaluator:
     ) -> None:
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
         self.dist = dist or Dist()
+        self.beam, self.length_penalty = 1, 1.0  # beam 1: greedy (tiedharness-eval sets them)
         # DDP: each rank evaluates a share of the losses, rank 0 decodes; FSDP2: a forward
         # needs every rank, so every rank evaluates everything (rank 0 records it)
         self.shared = self.dist.active and not cfg.fsdp
@@ -138,7 +139,11 @@ class Evaluator:
         for batch in self.data.batches(split, indices):
             batch = batch.to(self.device)
             max_len = min(self.model.cfg.max_len - 1, 2 * batch.src.shape[1] + 10)
-            out, elapsed = self._timed(greedy_translate, self.model, batch.src, max_len)
+            if self.beam > 1:
+                out, elapsed = self._timed(beam_translate, self.model, batch.src, max_len,
+                                           self.beam, self.length_penalty)  # fmt: skip
+            else:
+                out, elapsed = self._timed(greedy_translate, self.model, batch.src, max_len)
             seconds += elapsed
             generated += int((out != PAD_ID).sum())
             for row, i in zip(out.tolist(), batch.indices.tolist(), strict=True):

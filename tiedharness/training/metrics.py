@@ -46,3 +46,15 @@ def bleu_chrf(hypotheses: list[str], references: list[str]) -> tuple[float, floa
         sacrebleu.corpus_bleu(hypotheses, [references]).score,
         sacrebleu.corpus_chrf(hypotheses, [references]).score,
     )
+
+
+def signed_bleu_chrf(hypotheses: list[str], references: list[str]) -> dict:
+    """`bleu_chrf`'s scores with sacreBLEU's signatures (what a paper's number must match
+    to be compared with them)."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    out: dict = {"signatures": {}}
+    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
+        out[name] = metric.corpus_score(hypotheses, [references]).score
+        out["signatures"][name] = str(metric.get_signature())
+    return out

@@ -1,0 +1,131 @@
+"""tiedharness-eval RUN_DIR [beam=4] [length_penalty=1.0] [split=valid] [examples=N]:
+decode a finished translation run again from its final checkpoint and score it.
+
+Loads the run's model from `checkpoint.pt` (docs/run-record.md), decodes the same
+examples the run decoded (by default) with batched beam search on the KV cache (beam=1
+is the run's greedy decoding, token for token), scores them with sacreBLEU (BLEU and
+chrF, their signatures recorded; exact match too where the task scores it), writes the hypotheses next to the run
+(`eval-<split>-beam<k>-lp<x>.jsonl`) and an entry under `eval` in run.json keyed
+`<split>/beam<k>/lp<x>`. A sweep folder evaluates each of its runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+from tiedharness.cli import fail
+
+SETTINGS = {"beam": int, "length_penalty": float, "split": str, "examples": int}
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tiedharness-eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a run folder, or a sweep folder of runs")
+    parser.add_argument(
+        "settings", nargs="*", help="beam=K length_penalty=X split=valid|test examples=N"
+    )
+    return parser
+
+
+def settings_of(pairs: list[str]) -> dict:
+    out = {"beam": 4, "length_penalty": 1.0, "split": "valid", "examples": None}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in SETTINGS or not value:
+            fail(f"unknown setting {pair!r}: use {', '.join(f'{k}=…' for k in SETTINGS)}")
+        try:
+            out[key] = SETTINGS[key](value)
+        except ValueError:
+            fail(f"{key}={value!r} is not a {SETTINGS[key].__name__}")
+    if out["beam"] < 1 or out["split"] not in ("valid", "test"):
+        fail("beam must be ≥ 1 and split one of valid, test")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    settings = settings_of(args.settings)
+    if not args.run_dir.is_dir():
+        fail(f"{args.run_dir} is not a folder: pass a run folder (with run.json)")
+    runs = (
+        [args.run_dir]
+        if (args.run_dir / "run.json").is_file()
+        else sorted(p.parent for p in args.run_dir.glob("*/run.json"))
+    )
+    if not runs:
+        fail(f"no run.json in {args.run_dir} or its subfolders")
+    for run_dir in runs:
+        try:
+            key, scores = evaluate_run(run_dir, settings)
+        except (ValueError, FileNotFoundError) as err:
+            fail(f"{run_dir}: {err}")
+        shown = "  ".join(f"{k}={v:.4g}" for k, v in scores.items() if isinstance(v, float))
+        print(f"{run_dir}  {key}  {shown}")
+
+
+def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
+    import torch
+
+    from tiedharness.config import JobConfig
+    from tiedharness.model.sharing import build_model
+    from tiedharness.tasks import make_task
+    from tiedharness.tasks.data import build_task
+    from tiedharness.tracking.record import RunRecord, write_json_atomic
+    from tiedharness.training.checkpoint import load_checkpoint
+    from tiedharness.training.evaluation import Evaluator
+    from tiedharness.training.metrics import signed_bleu_chrf
+
+    record = RunRecord.read(run_dir / "run.json")
+    checkpoint = load_checkpoint(run_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(
+            "no checkpoint.pt: only runs trained with checkpoints can be evaluated"
+        )
+    job = JobConfig.from_config(record.config)
+    task = make_task(job.task)
+    if task.kind == "lm":
+        raise ValueError("an LM run has nothing to decode against references")
+    data = build_task(task)
+    model = build_model(job.model_for(task), data.vocab, job.sharing)
+    model.load_state_dict(checkpoint["trainer"]["model"])
+    evaluator = Evaluator(model, data, job.trainer, torch.device("cpu"))
+    evaluator.beam, evaluator.length_penalty = settings["beam"], settings["length_penalty"]
+    split = settings["split"]
+    n = settings["examples"] or (
+        job.trainer.decode_examples if split == "valid" else job.trainer.test_examples
+    )
+    scores = evaluator.decode_scores(split, n, speed=False)
+    # BLEU and chrF with their signatures (exact-match tasks get them too)
+    decoded = evaluator.decoded[split]
+    hyps, refs = [r["hypothesis"] for r in decoded], [r["reference"] for r in decoded]
+    scores.update(signed_bleu_chrf(hyps, refs))
+    key = f"{split}/beam{settings['beam']}/lp{settings['length_penalty']:g}"
+    hypotheses = run_dir / f"eval-{key.replace('/', '-')}.jsonl"
+    with hypotheses.open("w") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in evaluator.decoded[split])
+    entry = {**scores, "hypotheses": hypotheses.name, "checkpoint_step": checkpoint["trainer"]["counters"]["step"],
+             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    record = RunRecord.read(run_dir / "run.json")  # as fresh as possible before writing
+    record.eval[key] = entry
+    write_json_atomic(run_dir / "run.json", record.to_dict())
+    log_to_wandb(record, key, entry)
+    return key, entry
+
+
+def log_to_wandb(record, key: str, entry: dict) -> None:
+    """Into the run's own W&B run (its id, resume="allow"), as eval/<key>/<score>."""
+    if not record.wandb or not record.wandb.get("id"):
+        return
+    import wandb
+
+    logger = (record.config.get("logger") or {}).get("wandb") or {}
+    with wandb.init(id=record.wandb["id"], resume="allow", project=logger.get("project"),
+                    entity=logger.get("entity"), dir=str(Path(record.run_dir or ".")),
+                    mode=record.wandb.get("mode", "offline"),
+                    settings=wandb.Settings(silent=True, console="off")) as run:  # fmt: skip
+        run.summary.update(
+            {f"eval/{key}/{k}": v for k, v in entry.items() if isinstance(v, int | float)}
+        )
