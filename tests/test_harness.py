@@ -71,8 +71,10 @@ def test_smoke_sweep_completes_with_the_contract(smoke):
         assert isinstance(m["converged"], bool) and math.isfinite(m["val_loss_slope"])
         assert [h["step"] for h in history] == sorted(h["step"] for h in history)
         assert history[-1]["val_loss"] == r["metrics"]["val_loss"]
-    # one line per job, and the W&B sync hint
-    assert out.stdout.count("completed  synth_translation") == 5
+    # the closing table has one line per job (progress lines start with "[i/5]"), and the
+    # W&B sync hint
+    table = [line for line in out.stdout.splitlines() if re.match(r"\s+\d+  completed  ", line)]
+    assert len(table) == 5 and all("synth_translation" in line for line in table)
     assert "wandb sync" in out.stdout
 
 
