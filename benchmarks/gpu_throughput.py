@@ -20,6 +20,7 @@ from tiedharness.cli import CONF_DIR
 from tiedharness.config import JobConfig
 from tiedharness.model.sharing import build_model
 from tiedharness.tasks import make_task
+from tiedharness.tasks.batching import collate
 from tiedharness.tasks.data import build_task
 from tiedharness.training.costs import count_flops, peak_flops
 from tiedharness.training.device import synchronize
@@ -45,7 +46,9 @@ def measure(model: str, setting: str, steps: int, device: str) -> tuple[float, f
     net = build_model(job.model_for(task), data.vocab, job.sharing)
     trainer = Trainer(net, data.splits["train"], data.max_tokens, job.trainer, torch.device(device))
     order = trainer.batches(0)
-    batches = [trainer._step_batches([order[i % len(order)]]) for i in range(steps + 5)]
+    pin = trainer.device.type == "cuda"
+    batches = [[collate(data.splits["train"], order[i % len(order)]).to(trainer.device, pin=pin)]
+               for i in range(steps + 5)]  # fmt: skip
     for micro in batches[:5]:  # warm-up (and compilation)
         trainer.train_step(micro)
     synchronize(trainer.device)

@@ -92,8 +92,8 @@ def test_two_ranks_take_the_same_updates_as_two_accumulated_batches(tmp_path):
             for name, value in single.items():
                 torch.testing.assert_close(parallel[name], value, rtol=0, atol=1e-5,
                                            msg=f"{sharing} {wrap} {name}")  # fmt: skip
-        untrained = trained(sharing, accum_steps=1, world=Dist())  # one batch per update
-        assert any(not torch.allclose(untrained[k], single[k], atol=1e-5) for k in single)
+        one_batch = trained(sharing, accum_steps=1, world=Dist())  # one batch per update
+        assert any(not torch.allclose(one_batch[k], single[k], atol=1e-5) for k in single)
 
 
 def test_fsdp_refuses_ties_across_sharding_units():

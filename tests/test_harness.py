@@ -19,6 +19,7 @@ from tiedharness.model.sharing import build_model
 from tiedharness.tasks import make_task
 from tiedharness.tasks.data import build_task
 from tiedharness.training.config import TrainerConfig
+from tiedharness.training.costs import cpu_peak_flops
 from tiedharness.training.loop import Trainer
 from tiedharness.training.optim import lr_factor
 
@@ -232,6 +233,13 @@ def test_output_flops_share_is_the_output_layers_share_of_a_step(tmp_path):
     assert metrics["step_flops"] == step
     assert metrics["output_step_flops_share"] == pytest.approx(output / step, rel=1e-12)
     assert metrics["output_fwd_flops_per_token"] == 2 * d * v + 5 * v
+    # MFU: that step's FLOPs per target token (its batch's sizes) × throughput ÷ peak
+    tokens = int(build_task(task).splits["train"].sizes()[1][trainer.batches(0)[0]].sum())
+    assert metrics["train_flops_per_token"] == step / tokens
+    achieved = metrics["train_tokens_per_s"] * step / tokens
+    assert metrics["mfu"] == pytest.approx(achieved / metrics["peak_flops"], rel=1e-12)
+    assert 0 < metrics["mfu"] < 1
+    assert cpu_peak_flops(4)[0] == 2 * cpu_peak_flops(2)[0]  # the estimate scales with threads
 
 
 def test_same_seed_same_run_other_seed_other_run(tmp_path):

@@ -73,7 +73,7 @@ def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
     from tiedharness.model.sharing import build_model
     from tiedharness.tasks import make_task
     from tiedharness.tasks.data import build_task
-    from tiedharness.tracking.record import RunRecord, write_json_atomic
+    from tiedharness.tracking.record import RunRecord
     from tiedharness.training.checkpoint import load_checkpoint
     from tiedharness.training.evaluation import Evaluator
     from tiedharness.training.metrics import signed_bleu_chrf
@@ -110,7 +110,7 @@ def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
              "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
     record = RunRecord.read(run_dir / "run.json")  # as fresh as possible before writing
     record.eval[key] = entry
-    write_json_atomic(run_dir / "run.json", record.to_dict())
+    record.write(run_dir)
     log_to_wandb(record, key, entry)
     return key, entry
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tiedharness.atomic import write_atomic
 from tiedharness.schema import Choice
 
 SCHEMA_VERSION = 3
@@ -103,19 +102,13 @@ class RunRecord:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader sees the old
-    file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(finite(data), f, indent=2, default=str)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from a cluster's other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """JSON (NaN and infinity as null), replacing `path` whole (tiedharness/atomic.py)."""
+
+    def write(f) -> None:
+        json.dump(finite(data), f, indent=2, default=str)
+        f.write("\n")
+
+    write_atomic(path, write)
 
 
 def finite(value: Any) -> Any:

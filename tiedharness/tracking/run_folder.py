@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiedharness.atomic import write_atomic
 from tiedharness.tracking.record import RunRecord, RunStatus
 
 LOCK_FILE = ".lock"
@@ -133,9 +134,7 @@ class RunFolder:
             return
         with path.open("rb") as f:
             kept = [line for _, line in zip(range(rows), f, strict=False)]
-        tmp = path.with_name(f".{HISTORY_FILE}.cut")
-        tmp.write_bytes(b"".join(kept))
-        os.replace(tmp, path)
+        write_atomic(path, lambda out: out.writelines(kept), binary=True)
 
     def clear_attempt(self) -> None:
         for name in ATTEMPT_FILES:

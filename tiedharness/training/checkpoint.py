@@ -11,11 +11,11 @@ The contract: docs/run-record.md.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from tiedharness.atomic import write_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -30,19 +30,11 @@ def checkpoint_path(run_dir: Path) -> Path:
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> Path:
-    path = checkpoint_path(run_dir)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT_FILE}.", dir=run_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())  # on a cluster file system, durable before the rename
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from a cluster's other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(
+        checkpoint_path(run_dir),
+        lambda f: torch.save({"format": FORMAT_VERSION, **state}, f),
+        binary=True,
+    )
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:

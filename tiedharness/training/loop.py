@@ -149,16 +149,7 @@ class Trainer:
         self.model.train()
         total = torch.zeros((), device=self.device)
         for i, batch in enumerate(micro_batches):
-            last = i == len(micro_batches) - 1
-            # the gradient is reduced over the ranks once, after the last micro-batch
-            if self.cfg.fsdp:
-                self.model.set_requires_gradient_sync(last)
-            sync = (
-                self.ddp.no_sync()
-                if self.dist.active and not last and not self.cfg.fsdp
-                else nullcontext()
-            )
-            with sync:
+            with self._gradient_sync(i == len(micro_batches) - 1):
                 loss, _ = mean_loss(
                     self.forward, self.model, batch, self.cfg.label_smoothing, self.cfg.precision
                 )
@@ -171,6 +162,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return total / len(micro_batches)
+
+    def _gradient_sync(self, last: bool):
+        """Reduce the gradient over the ranks once per update: after the last micro-batch."""
+        if self.cfg.fsdp:
+            self.model.set_requires_gradient_sync(last)
+        elif self.dist.active and not last:
+            return self.ddp.no_sync()
+        return nullcontext()
 
     def _step_batches(self, group: list[Tensor]) -> list[Batch]:
         """This rank's micro-batches of a step's group, on the device (pinned host memory

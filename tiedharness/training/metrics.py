@@ -40,18 +40,14 @@ def exact_match(hypotheses: list[str], references: list[str]) -> float:
 
 def bleu_chrf(hypotheses: list[str], references: list[str]) -> tuple[float, float]:
     """Corpus BLEU and chrF from sacrebleu's defaults (13a tokenization) on detokenized text."""
-    import sacrebleu  # only translation runs score with it
-
-    return (
-        sacrebleu.corpus_bleu(hypotheses, [references]).score,
-        sacrebleu.corpus_chrf(hypotheses, [references]).score,
-    )
+    scores = signed_bleu_chrf(hypotheses, references)
+    return scores["bleu"], scores["chrf"]
 
 
 def signed_bleu_chrf(hypotheses: list[str], references: list[str]) -> dict:
     """`bleu_chrf`'s scores with sacreBLEU's signatures (what a paper's number must match
     to be compared with them)."""
-    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.metrics import BLEU, CHRF  # only translation runs score with it
 
     out: dict = {"signatures": {}}
     for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
