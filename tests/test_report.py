@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
 import os
@@ -153,6 +155,10 @@ def test_notebook_executes_top_to_bottom(smoke_sweep, tmp_path):
     finally:
         del os.environ["TIEDHARNESS_RESULTS"], os.environ["TIEDHARNESS_NOTEBOOK_OUT"]
     assert {p.stem for p in (tmp_path / "figures").glob("*.png")} == SMOKE_FIGURES
+    printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    # the smoke sweep has one seed per strategy: the notebook draws no conclusion from it
+    assert printed.count("from 1 seed(s): no interval, no conclusion") == 4
+    assert "synth_translation: 12 steps" in printed
 
 
 # ---------------------------------------------------------------------------- aggregation
@@ -239,6 +245,75 @@ def test_wandb_runs_give_the_same_row_as_run_json(smoke_sweep):
         assert remote[key] == local[key], key
 
 
+def test_learning_curves_drawn_from_wandb_alone_match_the_local_ones(smoke_sweep):
+    from tiedharness.analysis.aggregate import make_runs
+    from tiedharness.analysis.wandb_source import history_from_wandb
+
+    _, sweep = smoke_sweep
+    rows, histories = [], []
+    for run_file in sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb")):
+        info = wandb_offline.run_info(run_file)
+        record = record_from_wandb(
+            info["config"], wandb_offline.summary(run_file), info["name"], info["group"]
+        )
+        rows.append(record_to_row(record))
+        histories.append(history_from_wandb(wandb_offline.history(run_file), record.run_id))
+    remote, local = make_runs(rows, [], histories), load_runs(sweep)
+    assert len(remote.frame) == 5 and remote.history is not None
+    # every row and value of each history.jsonl, read back from W&B
+    columns = list(local.history.columns)
+    ordered = lambda h: h[columns].sort_values(["run_id", "step"]).reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(ordered(remote.history), ordered(local.history))
+    curves = []
+    for runs in (remote, local):
+        fig = plots.draw("learning_curves", runs, summarize(runs))
+        lines = [line for ax in fig.axes for line in ax.lines]
+        curves.append([(list(line.get_xdata()), list(line.get_ydata())) for line in lines])
+    assert curves[0] == curves[1] and len(curves[0]) == 5
+
+
+def test_the_report_can_score_runs_by_their_beam_search_evaluation(smoke_sweep, tmp_path):
+    import sacrebleu
+
+    from tiedharness.cli import eval as eval_cli
+    from tiedharness.cli import report as report_cli
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(smoke_sweep[1], sweep, ignore=shutil.ignore_patterns("report"))
+    eval_cli.main([str(sweep), "beam=2"])
+    # the scores went into each run's own W&B run too (offline: a second part of it)
+    entry = json.loads((sweep / "0" / "run.json").read_text())["eval"]["valid/beam2/lp1"]
+    first, again = sorted((sweep / "0" / "wandb").glob("offline-run-*/run-*.wandb"))
+    info = wandb_offline.run_info(first)
+    remote = record_from_wandb(info["config"], wandb_offline.summary(again), "0", "smoke")
+    assert remote.eval["valid/beam2/lp1"] == {
+        k: v for k, v in entry.items() if isinstance(v, int | float)
+    }
+    # one run without the entry: its scores are left out, not mixed with greedy ones
+    record = json.loads((sweep / "4" / "run.json").read_text())
+    record["eval"] = {}
+    (sweep / "4" / "run.json").write_text(json.dumps(record))
+
+    runs = load_runs(sweep, scores="valid/beam2/lp1")
+    assert any("has no eval valid/beam2/lp1" in w for w in runs.warnings)
+    for _, row in runs.frame.iterrows():
+        if row["run_dir"].endswith("4"):
+            assert math.isnan(row["bleu"]) and pd.isna(row["decoded_valid"])
+            continue
+        decoded = [json.loads(line) for line in Path(row["decoded_valid"]).read_text().splitlines()]
+        assert Path(row["decoded_valid"]).name == "eval-valid-beam2-lp1.jsonl"
+        hyps, refs = [d["hypothesis"] for d in decoded], [d["reference"] for d in decoded]
+        assert row["bleu"] == sacrebleu.corpus_bleu(hyps, [refs]).score
+        assert row["chrf"] == sacrebleu.corpus_chrf(hyps, [refs]).score
+    with pytest.raises(ValueError, match="tiedharness-eval"):
+        load_runs(sweep, scores="valid/beam5/lp1")
+
+    report_cli.main([str(sweep), "--scores", "valid/beam2/lp1"])
+    notes = (sweep / "report" / "summary.md").read_text()
+    assert "BLEU, chrF and exact match: tiedharness-eval valid/beam2/lp1; sacreBLEU BLEU " in notes
+    assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|" in notes
+
+
 def test_every_strategy_keeps_its_own_style_in_every_figure(smoke_sweep):
     from tiedharness.model.names import STRATEGY_NAMES
 
@@ -298,6 +373,18 @@ def test_report_logs_figures_and_table_back_to_the_sweeps_wandb_group(smoke_swee
     assert columns["n"] == [1] * 5  # numbers, not "1"
     assert all(isinstance(v, float) for v in columns["val_loss_mean"])
     assert columns["sharing"][0] == "none"
+    # every file of the report, as an artifact of type report named after the group
+    (artifact,) = [a for a in wandb_offline.artifacts(run_file) if a["type"] != "run_table"]
+    assert artifact["type"] == "report" and artifact["name"] == f"report-{record['sweep_id']}"
+    assert artifact["metadata"]["runs"] == {"completed": 5}
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+               if p.is_file() and "wandb" not in p.parts}  # fmt: skip
+    assert set(artifact["files"]) == written
+    html = tmp_path / "report.html"
+    assert (
+        artifact["files"]["report.html"]
+        == base64.b64encode(hashlib.md5(html.read_bytes()).digest()).decode()
+    )  # W&B's digest of a file: base64 of its MD5
 
 
 def test_paired_difference_against_a_t_table():

@@ -156,6 +156,7 @@ def _wait_for_glob(folder: Path, proc: subprocess.Popen) -> list[Path]:
 
 def test_two_sweeps_started_together_get_their_own_folders(tmp_path):
     common = ["-m", "experiment=smoke", "trainer.max_steps=4", "logger=none",
+              "trainer.num_threads=1",  # two processes on two cores: one thread each
               f"results_dir={tmp_path}"]  # fmt: skip
     first = start_cli(*common)
     second = start_cli(*common, "sharing=none", "trainer.seed=0,1,2,3,4")

@@ -89,3 +89,17 @@ def run_info(path: Path | str) -> dict:
                 "config": _items(run.config.update),
             }
     raise ValueError(f"{path} holds no run record")
+
+
+def artifacts(path: Path | str) -> list[dict]:
+    """Artifacts the run logged: type, name, metadata and the files of their manifests."""
+    return [
+        {
+            "type": r.artifact.type,
+            "name": r.artifact.name,
+            "metadata": json.loads(r.artifact.metadata or "{}"),
+            "files": {e.path: e.digest for e in r.artifact.manifest.contents},
+        }
+        for r in read_records(path)
+        if r.WhichOneof("record_type") == "artifact"
+    ]

@@ -33,7 +33,7 @@ from tiedharness.analysis.stats import (
 )
 from tiedharness.model.config import SharingConfig
 from tiedharness.model.names import SHARING_OPTIONS
-from tiedharness.tracking.record import IDENTITY, RunRecord
+from tiedharness.tracking.record import IDENTITY, RunRecord, RunStatus
 from tiedharness.tracking.run_folder import observed_status
 
 # Columns every row has, whatever the task.
@@ -56,6 +56,7 @@ class Runs:
     swept: list[str]  # config keys that vary between runs (besides task, model, sharing, seed)
     warnings: list[str] = field(default_factory=list)
     history: pd.DataFrame | None = None  # long format: run_id, step, tokens, metric columns
+    scores: str | None = None  # where BLEU/chrF/exact match come from, when not training-time
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -138,10 +139,14 @@ def record_to_row(record: RunRecord) -> dict[str, Any]:
     return row
 
 
-def load_runs(results_dir: Path | str, with_history: bool = True) -> Runs:
-    """Every run.json below `results_dir` (a sweep, an experiment, or all results)."""
+def load_runs(
+    results_dir: Path | str, with_history: bool = True, scores: str | None = None
+) -> Runs:
+    """Every run.json below `results_dir` (a sweep, an experiment, or all results).
+    `scores`: a tiedharness-eval entry (`valid/beam4/lp1`) whose BLEU, chrF and exact
+    match replace the training-time greedy ones (see `use_eval_scores`)."""
     results_dir = Path(results_dir)
-    rows, warnings, histories = [], [], []
+    rows, warnings, histories, records = [], [], [], []
     for path in sorted(results_dir.rglob("run.json"), key=_natural):
         try:
             record = RunRecord.read(path)
@@ -149,15 +154,67 @@ def load_runs(results_dir: Path | str, with_history: bool = True) -> Runs:
             warnings.append(f"skipped {err}")
             continue
         record.status = observed_status(record, path.parent)  # a dead job's `running`
+        record.run_dir = str(path.parent)
+        records.append(record)
+    if scores:
+        use_eval_scores(records, scores, warnings)
+    for record in records:
         row = record_to_row(record)
-        row["run_dir"] = str(path.parent)
+        row["decoded_valid"] = decoded_valid(record, scores)
         rows.append(row)
-        history = path.parent / "history.jsonl"
+        history = Path(record.run_dir) / "history.jsonl"
         if with_history and history.exists():
             histories.append(_load_history(history, row["run_id"], warnings))
     if not rows:
         warnings.append(f"no run.json found below {results_dir}")
-    return make_runs(rows, warnings, histories)
+    runs = make_runs(rows, warnings, histories)
+    runs.scores = scores_source(records, scores)
+    return runs
+
+
+EVAL_SCORES = ("bleu", "chrf", "exact_match")
+
+
+def use_eval_scores(records: list[RunRecord], key: str, warnings: list[str]) -> None:
+    """Put each run's `eval[key]` scores in place of its training-time greedy ones (on the
+    valid split `bleu`, `chrf`, `exact_match`; on test `test_bleu`, …). A run without that
+    entry loses those scores, so no comparison mixes two decodings; the warnings name it.
+    (`decoded_valid` gives the bootstrap the same entry's hypotheses.)"""
+    if not any(key in r.eval for r in records):
+        present = sorted({k for r in records for k in r.eval})
+        raise ValueError(
+            f"no run has a tiedharness-eval entry {key!r} "
+            + (f"(entries found: {', '.join(present)})" if present else "(none has any)")
+            + ": run `tiedharness-eval <sweep folder> beam=… length_penalty=…` first"
+        )
+    names = [("test_" if key.startswith("test/") else "") + name for name in EVAL_SCORES]
+    for record in records:
+        entry = record.eval.get(key)
+        scored = any(name in record.metrics for name in names)
+        for name, score in zip(names, EVAL_SCORES, strict=True):
+            record.metrics.pop(name, None)
+            if entry is not None and isinstance(entry.get(score), int | float):
+                record.metrics[name] = entry[score]
+        if entry is None and scored and record.status == RunStatus.completed:
+            warnings.append(f"run {record.run_id} has no eval {key}: its scores are left out")
+
+
+def scores_source(records: list[RunRecord], key: str | None) -> str | None:
+    """What a report says of its scores: the eval entry and its sacreBLEU signature(s)."""
+    if not key:
+        return None
+    signatures = sorted({str(r.eval[key].get("signatures", {}).get("bleu"))
+                         for r in records if key in r.eval})  # fmt: skip
+    return f"tiedharness-eval {key}; sacreBLEU BLEU signature {' / '.join(signatures)}"
+
+
+def decoded_valid(record: RunRecord, scores: str | None) -> str | None:
+    """The file of validation hypotheses whose BLEU the run's row holds (the bootstrap
+    resamples its sentences)."""
+    if scores and scores.startswith("valid/"):
+        name = (record.eval.get(scores) or {}).get("hypotheses")
+        return str(Path(record.run_dir) / name) if name else None
+    return str(Path(record.run_dir) / "decoded-valid.jsonl")
 
 
 def _natural(path: Path) -> tuple:
@@ -313,13 +370,17 @@ def _float(value: Any) -> float:
 
 def _bleu_bootstrap(out: pd.DataFrame, done: pd.DataFrame, cell: list[str]) -> list[float]:
     """sacreBLEU's paired bootstrap of each label against none of its cell, on the
-    sentences both decoded (decoded-valid.jsonl), pooled over the seeds they share.
+    sentences both decoded (decoded-valid.jsonl, or the hypotheses of the tiedharness-eval
+    entry the report uses), pooled over the seeds they share.
     NaN where the decoded files are missing or cover different examples."""
+    if "decoded_valid" not in done:  # runs read from W&B: no decoded sentences
+        return [float("nan")] * len(out)
     key = _cell_ids(done, cell)
     p_values = []
     for cell_id, label in zip(_cell_ids(out, cell), out["sharing"], strict=True):
-        mine = done[(key == cell_id) & (done["sharing"] == label)].set_index("seed")["run_dir"]
-        base = done[(key == cell_id) & (done["sharing"] == "none")].set_index("seed")["run_dir"]
+        runs = done[key == cell_id]
+        mine = runs[runs["sharing"] == label].set_index("seed")["decoded_valid"]
+        base = runs[runs["sharing"] == "none"].set_index("seed")["decoded_valid"]
         pooled = [_decoded_pair(base[s], mine[s]) for s in mine.index if s in base.index]
         if label == "none" or not pooled or any(p is None for p in pooled):
             p_values.append(float("nan"))
@@ -329,15 +390,12 @@ def _bleu_bootstrap(out: pd.DataFrame, done: pd.DataFrame, cell: list[str]) -> l
     return p_values
 
 
-def _decoded_pair(base_dir: str, run_dir: str) -> tuple[list, list, list] | None:
+def _decoded_pair(base_file: str | None, run_file: str | None) -> tuple[list, list, list] | None:
     """(baseline hypotheses, system hypotheses, references) of the same examples."""
     try:
         rows = [
-            [
-                json.loads(line)
-                for line in (Path(d) / "decoded-valid.jsonl").read_text().splitlines()
-            ]
-            for d in (base_dir, run_dir)
+            [json.loads(line) for line in Path(f).read_text().splitlines()]
+            for f in (base_file, run_file)
         ]
     except (OSError, ValueError, TypeError):
         return None

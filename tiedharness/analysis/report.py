@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,7 +156,9 @@ def render_html(report: Report) -> str:
 
 
 def log_to_wandb(report: Report, project: str, entity: str | None, group: str | None) -> None:
-    """Log the figures and the summary table to the sweep's W&B group (job type report)."""
+    """Log the figures and the summary table to the sweep's W&B group (job type report),
+    and every file of the report (figures, tables, report.html) as an artifact of type
+    `report`, versioned by W&B each time the sweep is reported again."""
     import wandb
 
     from tiedharness.tracking.trackers import wandb_mode
@@ -165,6 +168,27 @@ def log_to_wandb(report: Report, project: str, entity: str | None, group: str | 
         run.log({name: wandb.Image(str(paths["png"])) for name, paths in report.figures.items()})
         if not report.summary.empty:
             run.log({"summary": wandb.Table(dataframe=typed_columns(report.summary))})
+        run.log_artifact(report_artifact(report, group))
+
+
+def report_artifact(report: Report, group: str | None):
+    import wandb
+
+    counts = report.runs.status_counts()
+    artifact = wandb.Artifact(
+        name=re.sub(r"[^\w.-]", "-", f"report-{group or 'runs'}"),
+        type="report",
+        description=f"tiedharness-report of {len(report.runs.frame)} runs",
+        metadata={"group": group, "runs": {str(k): int(v) for k, v in counts.items()}},
+    )
+    for paths in report.figures.values():
+        for path in paths.values():
+            artifact.add_file(str(path), name=f"figures/{path.name}")
+    for path in [*report.tables.values(), report.out_dir / "summary.csv",
+                 report.out_dir / "runs.csv", report.html]:  # fmt: skip
+        if path is not None and path.exists():
+            artifact.add_file(str(path), name=path.name)
+    return artifact
 
 
 def typed_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -177,7 +201,13 @@ def typed_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def load(source: str, results_dir: Path | None, wandb_path: str | None, group: str | None) -> Runs:
+def load(
+    source: str,
+    results_dir: Path | None,
+    wandb_path: str | None,
+    group: str | None,
+    scores: str | None = None,
+) -> Runs:
     if source == "wandb":
         if not wandb_path:
             raise ValueError(
@@ -185,5 +215,5 @@ def load(source: str, results_dir: Path | None, wandb_path: str | None, group: s
             )
         from tiedharness.analysis.wandb_source import load_wandb_runs
 
-        return load_wandb_runs(wandb_path, group)
-    return load_runs(results_dir)
+        return load_wandb_runs(wandb_path, group, scores)
+    return load_runs(results_dir, scores=scores)

@@ -101,6 +101,11 @@ def budget_lines(runs: Runs) -> list[str]:
             f"{task}: {_span(steps, '{:,.0f}')} steps, {_span(tokens, '{:,.0f}')} target tokens "
             f"per run; seeds per cell: {_span(seeds, '{:.0f}')}"
         )
+    if any(m in done and done[m].notna().any() for m in ("bleu", "chrf", "exact_match")):
+        lines.append(
+            f"BLEU, chrF and exact match: {runs.scores}" if runs.scores
+            else "BLEU, chrF and exact match: the runs' own greedy decoding during training"
+        )  # fmt: skip
     not_converged = (
         int((~done["converged"].fillna(False).astype(bool)).sum()) if "converged" in done else 0
     )

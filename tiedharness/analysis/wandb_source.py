@@ -1,15 +1,26 @@
-"""Runs read back from the W&B API into the same table as local run records."""
+"""Runs read back from the W&B API into the same table as local run records, with their
+logged history, so every figure (learning curves included) can be drawn from W&B alone."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from tiedharness.analysis.aggregate import Runs, make_runs, record_to_row
+import pandas as pd
+
+from tiedharness.analysis.aggregate import (
+    Runs,
+    make_runs,
+    record_to_row,
+    scores_source,
+    use_eval_scores,
+)
 from tiedharness.tracking.record import RunRecord
 
 
-def load_wandb_runs(path: str, group: str | None = None) -> Runs:
-    """The same frame from the W&B API: ENTITY/PROJECT, optionally one sweep's group."""
+def load_wandb_runs(path: str, group: str | None = None, scores: str | None = None) -> Runs:
+    """The same frame from the W&B API: ENTITY/PROJECT, optionally one sweep's group;
+    `scores` as for `load_runs`."""
     import wandb
 
     from tiedharness.tracking.trackers import wandb_api_key_configured
@@ -20,20 +31,36 @@ def load_wandb_runs(path: str, group: str | None = None) -> Runs:
             "`wandb login` or set WANDB_API_KEY (or report the local folder instead)"
         )
     filters = {"group": group} if group else {}
-    rows, warnings = [], []
+    records, warnings, histories = [], [], []
     try:
         runs = list(wandb.Api().runs(path, filters=filters))
     except (wandb.errors.Error, ValueError) as err:
         raise ValueError(f"cannot read W&B runs of {path!r}: {err}") from None
     for run in runs:
         try:
-            record = record_from_wandb(dict(run.config), dict(run.summary), run.name, run.group)
-            rows.append(record_to_row(record))
+            records.append(
+                record_from_wandb(dict(run.config), dict(run.summary), run.name, run.group)
+            )
         except (KeyError, TypeError, ValueError) as err:
             warnings.append(f"skipped W&B run {run.name}: {err}")
-    if not rows:
+            continue
+        # every logged row, unsampled (run.history() samples 500 of them)
+        histories.append(history_from_wandb(run.scan_history(), records[-1].run_id))
+    if not records:
         warnings.append(f"no W&B runs found in {path}" + (f" group {group}" if group else ""))
-    return make_runs(rows, warnings, [])
+    if scores:
+        use_eval_scores(records, scores, warnings)
+    runs = make_runs([record_to_row(r) for r in records], warnings, histories)
+    runs.scores = scores_source(records, scores)
+    return runs
+
+
+def history_from_wandb(rows: Iterable[dict], run_id: str) -> pd.DataFrame:
+    """A run's W&B history → the frame its history.jsonl gives (W&B's own `_step`,
+    `_runtime` and `_timestamp` dropped)."""
+    frame = pd.DataFrame([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows])
+    frame["run_id"] = run_id
+    return frame
 
 
 def record_from_wandb(config: dict, summary: dict, name: str, group: str) -> RunRecord:
@@ -56,6 +83,11 @@ def record_from_wandb(config: dict, summary: dict, name: str, group: str) -> Run
         if "/" not in k and not k.startswith("_") and k not in skip and isinstance(v, int | float)
     }
     metrics.update({k.split("/", 1)[1]: v for k, v in summary.items() if k.startswith("final/")})
+    evals: dict[str, dict] = {}  # tiedharness-eval's eval/<split>/beam<k>/lp<x>/<score>
+    for k, v in summary.items():
+        if k.startswith("eval/") and k.count("/") == 4:
+            entry, score = k[len("eval/") :].rsplit("/", 1)
+            evals.setdefault(entry, {})[score] = v
     return RunRecord.from_dict(
         {
             **run,
@@ -68,5 +100,6 @@ def record_from_wandb(config: dict, summary: dict, name: str, group: str) -> Run
             "params": params,
             "metrics": metrics,
             "data": data,
+            "eval": evals,
         }
     )

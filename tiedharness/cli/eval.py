@@ -111,19 +111,20 @@ def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
     record = RunRecord.read(run_dir / "run.json")  # as fresh as possible before writing
     record.eval[key] = entry
     record.write(run_dir)
-    log_to_wandb(record, key, entry)
+    log_to_wandb(record, key, entry, run_dir)
     return key, entry
 
 
-def log_to_wandb(record, key: str, entry: dict) -> None:
-    """Into the run's own W&B run (its id, resume="allow"), as eval/<key>/<score>."""
+def log_to_wandb(record, key: str, entry: dict, run_dir: Path) -> None:
+    """Into the run's own W&B run (its id, resume="allow"), as eval/<key>/<score>; W&B's
+    files go to the run folder where it is now (it may have moved since training)."""
     if not record.wandb or not record.wandb.get("id"):
         return
     import wandb
 
     logger = (record.config.get("logger") or {}).get("wandb") or {}
     with wandb.init(id=record.wandb["id"], resume="allow", project=logger.get("project"),
-                    entity=logger.get("entity"), dir=str(Path(record.run_dir or ".")),
+                    entity=logger.get("entity"), dir=str(run_dir),
                     mode=record.wandb.get("mode", "offline"),
                     settings=wandb.Settings(silent=True, console="off")) as run:  # fmt: skip
         run.summary.update(

@@ -24,7 +24,13 @@ def parser() -> argparse.ArgumentParser:
         "--group", help="the sweep's W&B group, with --source wandb or --log-to-wandb"
     )
     parser.add_argument(
-        "--log-to-wandb", action="store_true", help="also log figures and table to W&B"
+        "--scores",
+        metavar="SPLIT/beamK/lpX",
+        help="BLEU, chrF and exact match from this tiedharness-eval entry (e.g. valid/beam4/lp1) "
+        "instead of the runs' greedy decoding during training",
+    )
+    parser.add_argument(
+        "--log-to-wandb", action="store_true", help="also log figures, table and an artifact to W&B"
     )
     parser.add_argument("--wandb-project", default="tiedharness", help="project for --log-to-wandb")
     parser.add_argument("--wandb-entity", default=None)
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     out = args.out or (args.results_dir or Path("results")) / "report"
     try:
-        runs = load(args.source, args.results_dir, args.wandb_path, args.group)
+        runs = load(args.source, args.results_dir, args.wandb_path, args.group, args.scores)
     except ValueError as err:
         fail(str(err))
     if runs.frame.empty:

@@ -9,6 +9,7 @@ resuming"; docs/run-record.md).
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import sys
 import time
@@ -64,9 +65,9 @@ OmegaConf.register_new_resolver("th.new_folder", new_folder, use_cache=True, rep
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     """Train one job; returns its objective (`objective`, by default val_loss) for sweeper
-    plugins, NaN when the run did not complete."""
+    plugins, None when the run did not complete."""
     from tiedharness.job import JobContext, execute_job  # torch loads only here
     from tiedharness.tracking.record import RunStatus
     from tiedharness.tracking.run_folder import RunFolderError
@@ -106,9 +107,11 @@ def main(cfg: DictConfig) -> float:
     return objective(record, cfg.objective)
 
 
-def objective(record, metric: str) -> float:
+def objective(record, metric: str) -> float | None:
+    """None, not NaN, for a run that did not complete: Optuna records None as a failed
+    trial and goes on (NaN stops the Optuna sweeper with an error)."""
     value = record.metrics.get(metric) if record.status == "completed" else None
-    return float(value) if isinstance(value, int | float) else float("nan")
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 INTERRUPTED_EXIT = 3  # neither success (0) nor a configuration error (2)

@@ -81,10 +81,17 @@ def summary_line(folder: Path, record: RunRecord | None) -> str:
 
 
 def grid_size(config: DictConfig) -> int | None:
-    """How many jobs the basic sweeper will launch: the product of the swept values of
-    the study's grid and the command line (None for a sweeper that decides as it goes)."""
+    """How many jobs the sweep will launch: for the basic sweeper the product of the swept
+    values of the study's grid and the command line; for a search its trials (None for a
+    sweeper that decides as it goes)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from tiedharness.search import planned_jobs
+
+    if (searched := planned_jobs(config)) is not None:
+        return searched
+    if isinstance(config.hydra.sweeper.get("n_trials"), int):  # Hydra's Optuna sweeper
+        return config.hydra.sweeper.n_trials
     try:
         params = OmegaConf.to_container(config.hydra.sweeper.params or {}) or {}
         lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)

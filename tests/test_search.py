@@ -1,0 +1,66 @@
+"""Hyperparameter search: one Optuna study per cell of a grid (tiedharness/search.py), and
+Hydra's own Optuna sweeper over the training app, both as real Hydra multiruns."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from tests.conftest import sweep_records, train_cli
+from tiedharness.search import parse_grid
+
+
+def test_the_grid_is_split_into_cells_with_the_first_seed():
+    grid = parse_grid(
+        ["sharing=none,qkv", "task.vocab_size=100,200", "trainer.seed=3,4", "experiment=smoke"]
+    )
+    assert grid.cells == [
+        ["sharing=none", "task.vocab_size=100"],
+        ["sharing=none", "task.vocab_size=200"],
+        ["sharing=qkv", "task.vocab_size=100"],
+        ["sharing=qkv", "task.vocab_size=200"],
+    ]
+    assert grid.shared == ["trainer.seed=3", "experiment=smoke"] and grid.seeds == ["3", "4"]
+    # the command line wins over the study's grid, as with Hydra's basic sweeper
+    assert parse_grid(["sharing=none,qkv", "sharing=qkv"]).cells == [[]]
+    with pytest.raises(ValueError, match=r"hydra\.sweeper\.search"):
+        parse_grid(["trainer.lr=interval(1e-4, 1e-2)"])
+
+
+def test_each_strategy_gets_a_study_of_its_own(tmp_path):
+    # the acceptance command, on two of the smoke study's five strategies
+    out = train_cli("-m", "experiment=smoke", "hparams_search=lr_warmup", "sharing=none,qkv",
+                    "hydra.sweeper.n_trials=3", "logger=none", results=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "sweep of 6 jobs" in out.stdout and "[6/6]" in out.stdout
+    jobs = sweep_records(tmp_path)
+    results = yaml.safe_load((jobs[0][0].parent / "optimization_results.yaml").read_text())
+    assert [s["cell"] for s in results["studies"]] == [{"sharing": "none"}, {"sharing": "qkv"}]
+    for study in results["studies"]:
+        runs = [record for _, record in jobs if record["sharing"] == study["cell"]["sharing"]]
+        assert len(runs) == 3 and {r["seed"] for r in runs} == {0}
+        losses = [r["metrics"]["val_loss"] for r in runs]
+        assert math.isfinite(study["best_value"]) and study["best_value"] == min(losses)
+        best = jobs[study["best_job"]][1]["config"]["trainer"]
+        assert best["lr"] == study["best_params"]["trainer.lr"]
+        assert best["warmup_steps"] == study["best_params"]["trainer.warmup_steps"]
+        assert 3e-4 <= best["lr"] <= 3e-2
+        assert "trainer.seed=0,1,2" in study["compare"]
+    # the seeded sampler starts every cell's study from the same proposals: paired trials
+    lrs = [[t["params"]["trainer.lr"] for t in s["trials"]] for s in results["studies"]]
+    assert lrs[0] == lrs[1]
+
+
+def test_hydras_optuna_sweeper_searches_the_training_app(tmp_path):
+    out = train_cli("-m", "experiment=smoke", "hydra/sweeper=optuna", "sharing=qkv",
+                    "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
+                    "trainer.lr=tag(log, interval(1e-3, 1e-2))", "logger=none",
+                    results=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = sweep_records(tmp_path)
+    results = yaml.safe_load((jobs[0][0].parent / "optimization_results.yaml").read_text())
+    losses = {r["config"]["trainer"]["lr"]: r["metrics"]["val_loss"] for _, r in jobs}
+    assert len(losses) == 2 and results["best_value"] == min(losses.values())
+    assert losses[results["best_params"]["trainer.lr"]] == results["best_value"]

@@ -1,0 +1,211 @@
+"""Tune each cell of a study's grid on its own: one Optuna study per cell.
+
+A fair ablation compares every sharing strategy at its own best learning rate. Hydra's
+Optuna sweeper runs a single study, so a grid value such as `sharing: none,qkv,...` would
+become one more searched parameter and the study would find the best (strategy, rate)
+pair, not each strategy's best rate. This sweeper keeps the two apart:
+
+- `hydra.sweeper.params` (and the command line) is the grid, read as Hydra's basic sweeper
+  reads it; every combination of its values is a cell with a study of its own. Seeds are
+  not cells: a search tunes on the grid's first seed.
+- `hydra.sweeper.search` is what each study tunes, in the Optuna sweeper's override syntax
+  (`tag(log, interval(1e-4, 1e-2))`, `interval(...)`, `range(...)`, `choice(...)`).
+
+Each trial is an ordinary job of the sweep folder (numbered on across cells), so the
+report, resume and the closing summary treat it as any other. A trial that did not
+complete (the app returns None) is a failed trial and the search goes on. At the end the
+sweep folder holds `optimization_results.yaml`: per cell, Optuna's best parameters and value,
+and the command that compares the cells at their best settings over several seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import math
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+SEED_KEY = "trainer.seed"
+RESULTS_FILE = "optimization_results.yaml"
+
+
+@dataclass
+class Grid:
+    """The grid's cells (each a list of `key=value` overrides), the overrides every job
+    shares, and the seeds the grid listed (the search uses the first)."""
+
+    cells: list[list[str]]
+    shared: list[str]
+    seeds: list[str]
+
+
+def parse_grid(lines: list[str]) -> Grid:
+    """`key=value` lines (sweeper params, then the command line; later ones win) → cells."""
+    by_key = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(lines)}
+    swept: dict[str, list[str]] = {}
+    shared, seeds = [], []
+    for key, override in by_key.items():
+        if not override.is_sweep_override():
+            shared.append(f"{key}={override.get_value_element_as_str()}")
+            continue
+        if override.is_interval_sweep():
+            raise ValueError(
+                f"{key}={override.input_line.split('=', 1)[1]} is a search range: put it "
+                "under hydra.sweeper.search, the grid takes lists of values"
+            )
+        values = list(override.sweep_string_iterator())
+        if key == SEED_KEY:
+            seeds = values
+            shared.append(f"{key}={values[0]}")
+        else:
+            swept[key] = values
+    cells = [
+        [f"{k}={v}" for k, v in zip(swept, combo, strict=True)]
+        for combo in itertools.product(*swept.values())
+    ]
+    return Grid(cells, shared, seeds)
+
+
+def planned_jobs(config: DictConfig) -> int | None:
+    """How many jobs a search of this config launches (cells × trials), or None."""
+    sweeper = config.hydra.sweeper
+    if not str(sweeper.get("_target_", "")).endswith("StudyPerCellSweeper"):
+        return None
+    params = OmegaConf.to_container(sweeper.params or {}) or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    return len(parse_grid(lines).cells) * int(sweeper.n_trials)
+
+
+class StudyPerCellSweeper(Sweeper):
+    def __init__(
+        self,
+        sampler: Any,
+        direction: str = "minimize",
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        search: DictConfig | None = None,
+        params: DictConfig | None = None,
+    ) -> None:
+        if direction not in ("minimize", "maximize"):
+            raise ValueError(f"hydra.sweeper.direction={direction!r}: use minimize or maximize")
+        if not search:
+            raise ValueError(
+                "hydra.sweeper.search is empty: name what to tune, e.g. "
+                "hydra.sweeper.search.trainer.lr='tag(log, interval(1e-4, 1e-2))'"
+            )
+        self.sampler, self.direction = sampler, direction
+        self.n_trials, self.n_jobs = n_trials, max(1, n_jobs)
+        self.search = {str(k): str(v) for k, v in search.items()}
+        self.params = {str(k): str(v) for k, v in (params or {}).items()}
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> None:
+        import optuna  # only a search pays for importing it
+        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        grid = parse_grid([f"{k}={v}" for k, v in self.params.items()] + arguments)
+        space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in self.search.items()])
+        fixed_search = [f"{k}={v}" for k, v in fixed.items()]
+        overlap = {o.split("=")[0] for c in grid.cells for o in c} & space.keys()
+        if overlap:
+            raise ValueError(f"{sorted(overlap)} is both a grid key and searched: keep one")
+        log.info(f"{len(grid.cells)} cell(s) × {self.n_trials} trials, tuning {', '.join(space)}")
+        studies, job_idx = [], 0
+        for cell in grid.cells:
+            # a fresh copy of the seeded sampler: every cell's study starts from the same
+            # proposals, so the cells' first trials are paired
+            study = optuna.create_study(direction=self.direction,
+                                        sampler=copy.deepcopy(self.sampler))  # fmt: skip
+            jobs: dict[int, int] = {}  # trial number → job number
+            for start in range(0, self.n_trials, self.n_jobs):
+                trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - start))]
+                overrides = [
+                    (*grid.shared, *cell, *fixed_search,
+                     *(f"{k}={v}" for k, v in t.params.items()))
+                    for t in trials
+                ]  # fmt: skip
+                returns = self.launcher.launch(overrides, initial_job_idx=job_idx)
+                for trial, job_return in zip(trials, returns, strict=True):
+                    jobs[trial.number] = job_idx
+                    job_idx += 1
+                    value = job_return.return_value
+                    if isinstance(value, int | float) and math.isfinite(value):
+                        study.tell(trial, float(value))
+                    else:  # a run that did not complete: the search goes on without it
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            studies.append(study_result(cell, study, jobs))
+        self.write_results(grid, studies)
+
+    def write_results(self, grid: Grid, studies: list[dict]) -> None:
+        """optimization_results.yaml and the best settings in the log; each cell gets the
+        command that trains it at its best settings over the grid's seeds, in a folder
+        beside the search's (report that folder to compare the cells)."""
+        folder = Path(self.config.hydra.sweep.dir)
+        seeds = ",".join(grid.seeds) if len(grid.seeds) > 1 else "0,1,2"
+        shared = [o for o in grid.shared if not o.startswith(("hparams_search=", SEED_KEY))]
+        for study in studies:
+            log.info(f"{study['cell']}: best {study['best_value']} with {study['best_params']}")
+            if study["best_params"]:
+                cell = [f"{k}={v}" for k, v in study["cell"].items()]
+                best = [f"{k}={v}" for k, v in study["best_params"].items()]
+                where = f"{folder}-best/{'_'.join(c.replace('=', '-') for c in cell) or 'all'}"
+                study["compare"] = shlex.join(["tiedharness-train", "-m", *shared, *cell, *best,
+                                               f"{SEED_KEY}={seeds}", f"hydra.sweep.dir={where}"])  # fmt: skip
+        results = {
+            "name": "optuna, one study per cell",
+            "objective": str(self.config.get("objective", "")),
+            "direction": self.direction,
+            "n_trials": self.n_trials,
+            "search": self.search,
+            "studies": studies,
+        }
+        if len(studies) == 1:  # one cell: also Optuna's own keys, where its users look
+            results.update(best_params=studies[0]["best_params"],
+                           best_value=studies[0]["best_value"])  # fmt: skip
+        OmegaConf.save(OmegaConf.create(results), folder / RESULTS_FILE)
+        log.info(
+            f"results: {folder / RESULTS_FILE}; compare the cells: tiedharness-report {folder}-best"
+        )
+
+
+def study_result(cell: list[str], study: Any, jobs: dict[int, int]) -> dict:
+    """One cell's study: its best trial (None when every trial failed) and its trials."""
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = study.best_trial if complete else None
+    return {
+        "cell": dict(o.split("=", 1) for o in cell),
+        "best_value": best.value if best else None,
+        "best_params": dict(best.params) if best else {},
+        "best_job": jobs[best.number] if best else None,
+        "trials": [
+            {
+                "job": jobs[t.number],
+                "params": dict(t.params),
+                "value": t.value,
+                "state": t.state.name.lower(),
+            }
+            for t in study.trials
+        ],
+    }
