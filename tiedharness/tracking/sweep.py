@@ -113,7 +113,7 @@ class SweepSummary(Callback):
     def __init__(self) -> None:
         self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.ended = False
-        self.clock, self.total, self.done = time.monotonic(), None, 0
+        self.clock, self.total = time.monotonic(), None
         self.job_clock = self.clock
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -123,24 +123,26 @@ class SweepSummary(Callback):
         """One line per finished job: index of total, outcome, time, what remains."""
         if OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN:
             return
-        self.done += 1
         folder = Path(config.hydra.runtime.output_dir)
         try:
             record = RunRecord.read(folder / "run.json")
         except ValueError:
             record = None
-        now = time.monotonic()
+        now = time.monotonic()  # system-wide: the sweep's clock also holds in joblib workers
         total = self.total or "?"
         line = f"[{config.hydra.job.num + 1}/{total}] {summary_line(folder, record).strip()}"
         line += f"  ({duration(now - self.job_clock)}; elapsed {duration(now - self.clock)}"
         if self.total:
-            left = (now - self.clock) / self.done * (self.total - self.done)
+            # counted from the folder: joblib's workers each hold a copy of this callback
+            ended = [r for _, r in read_sweep(folder.parent) if r and r.status != RunStatus.running]
+            done_now = sum((r.finished_at or "") >= self.started for r in ended) or 1
+            left = (now - self.clock) / done_now * max(self.total - len(ended), 0)
             line += f", about {duration(left)} left"
         print(line + ")", flush=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        self.clock, self.total, self.done = time.monotonic(), grid_size(config), 0
+        self.clock, self.total = time.monotonic(), grid_size(config)
         if self.total:
             print(f"sweep of {self.total} jobs", flush=True)
         sweep_dir, pid = Path(config.hydra.sweep.dir).resolve(), os.getpid()
