@@ -171,6 +171,9 @@ def test_eval_decodes_a_run_again_from_its_checkpoint(tmp_path):
     assert first["exact_match"] == record["metrics"]["exact_match"]
     refs = [[r["reference"] for r in greedy]]
     assert first["bleu"] == sacrebleu.corpus_bleu([r["hypothesis"] for r in greedy], refs).score
+    # the run's own greedy scores of the same examples, for comparison: beam=1 equals them
+    assert first["training_greedy"] == {k: first[k] for k in ("exact_match", "bleu", "chrf")}
     fourth = record["eval"]["valid/beam4/lp1"]
+    assert fourth["training_greedy"] == first["training_greedy"]
     assert fourth["signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|")
     assert (run_dir / fourth["hypotheses"]).is_file() and fourth["decoded_examples"] == 40

@@ -64,3 +64,30 @@ def test_hydras_optuna_sweeper_searches_the_training_app(tmp_path):
     losses = {r["config"]["trainer"]["lr"]: r["metrics"]["val_loss"] for _, r in jobs}
     assert len(losses) == 2 and results["best_value"] == min(losses.values())
     assert losses[results["best_params"]["trainer.lr"]] == results["best_value"]
+
+
+def test_strategies_at_their_own_rates_are_compared_in_one_cell():
+    """The `compare` runs give each strategy its own tuned rate: a rate constant within a
+    strategy is no cell key (the strategies stay paired), a rate that varies within one is."""
+    import pandas as pd
+
+    from tiedharness.analysis.aggregate import swept_keys
+
+    def frame(rates: dict[str, list[float]]) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {
+                    "task": "copy",
+                    "model_preset": "tiny",
+                    "sharing": sharing,
+                    "seed": seed,
+                    "cfg.trainer.lr": lr,
+                }
+                for sharing, lrs in rates.items()
+                for seed, lr in enumerate(lrs)
+            ]
+        )
+
+    assert swept_keys(frame({"none": [4e-3, 4e-3], "qkv": [2e-3, 2e-3]})) == []
+    tuning = pd.concat([frame({"none": [4e-3]}), frame({"none": [2e-3]})])  # a search: seed 0
+    assert swept_keys(tuning) == ["trainer.lr"]

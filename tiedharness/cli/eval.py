@@ -62,8 +62,14 @@ def main(argv: list[str] | None = None) -> None:
             key, scores = evaluate_run(run_dir, settings)
         except (ValueError, FileNotFoundError) as err:
             fail(f"{run_dir}: {err}")
-        shown = "  ".join(f"{k}={v:.4g}" for k, v in scores.items() if isinstance(v, float))
-        print(f"{run_dir}  {key}  {shown}")
+        print(f"{run_dir}  {key}  {shown(scores)}")
+        if "training_greedy" in scores:
+            print(f"  the run's own greedy decoding of the same {scores['decoded_examples']} "
+                  f"examples: {shown(scores['training_greedy'])}")  # fmt: skip
+
+
+def shown(scores: dict) -> str:
+    return "  ".join(f"{k}={v:.4g}" for k, v in scores.items() if isinstance(v, float))
 
 
 def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
@@ -102,6 +108,9 @@ def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
     decoded = evaluator.decoded[split]
     hyps, refs = [r["hypothesis"] for r in decoded], [r["reference"] for r in decoded]
     scores.update(signed_bleu_chrf(hyps, refs))
+    greedy = training_greedy(run_dir / f"decoded-{split}.jsonl", decoded, set(scores))
+    if greedy is not None:
+        scores["training_greedy"] = greedy
     key = f"{split}/beam{settings['beam']}/lp{settings['length_penalty']:g}"
     hypotheses = run_dir / f"eval-{key.replace('/', '-')}.jsonl"
     with hypotheses.open("w") as f:
@@ -113,6 +122,23 @@ def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
     record.write(run_dir)
     log_to_wandb(record, key, entry, run_dir)
     return key, entry
+
+
+def training_greedy(path: Path, decoded: list[dict], names: set[str]) -> dict | None:
+    """The scores of the run's own greedy decoding during training (`decoded-<split>.jsonl`),
+    when it decoded the same examples: what a beam gains over it."""
+    from tiedharness.training.metrics import exact_match, signed_bleu_chrf
+
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+    except (OSError, ValueError):
+        return None
+    if [r["index"] for r in rows] != [r["index"] for r in decoded]:
+        return None
+    hyps, refs = [r["hypothesis"] for r in rows], [r["reference"] for r in rows]
+    out = {"exact_match": exact_match(hyps, refs)} if "exact_match" in names else {}
+    out.update({k: v for k, v in signed_bleu_chrf(hyps, refs).items() if k != "signatures"})
+    return out
 
 
 def log_to_wandb(record, key: str, entry: dict, run_dir: Path) -> None:
