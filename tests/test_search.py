@@ -91,3 +91,36 @@ def test_strategies_at_their_own_rates_are_compared_in_one_cell():
     assert swept_keys(frame({"none": [4e-3, 4e-3], "qkv": [2e-3, 2e-3]})) == []
     tuning = pd.concat([frame({"none": [4e-3]}), frame({"none": [2e-3]})])  # a search: seed 0
     assert swept_keys(tuning) == ["trainer.lr"]
+
+
+def test_a_killed_search_continues_in_its_folder(tmp_path):
+    """The seeded sampler proposes the same settings again from the same results, so a
+    rerun keeps the finished trials, resumes the killed one and goes on: were a proposal
+    different, its folder would refuse the other config and the trial would fail."""
+    import signal
+
+    from tests.test_resume import _wait_for_glob, start_cli, wait_for
+
+    search = ["-m", "experiment=smoke", "hparams_search=lr_warmup", "sharing=none,qkv",
+              "hydra.sweeper.n_trials=2", "trainer.max_steps=30", "trainer.checkpoint_every=3",
+              "logger=none", f"results_dir={tmp_path}"]  # fmt: skip
+    proc = start_cli(*search)
+    (sweep_dir,) = _wait_for_glob(tmp_path / "smoke", proc)
+    wait_for(sweep_dir / "2" / "checkpoint.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {n: (sweep_dir / str(n) / "run.json").read_bytes() for n in range(2)}
+
+    out = train_cli(*search[:-1], f"hydra.sweep.dir={sweep_dir}", results=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 kept  1 resumed  1 trained" in out.stdout
+    jobs = sweep_records(tmp_path)
+    assert [r["status"] for _, r in jobs] == ["completed"] * 4
+    assert all((sweep_dir / str(n) / "run.json").read_bytes() == before[n] for n in range(2))
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    for study in results["studies"]:
+        for trial in study["trials"]:
+            record = jobs[trial["job"]][1]
+            assert record["sharing"] == study["cell"]["sharing"]
+            assert record["config"]["trainer"]["lr"] == trial["params"]["trainer.lr"]
+            assert trial["value"] == record["metrics"]["val_loss"]
