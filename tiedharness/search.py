@@ -31,6 +31,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -148,7 +149,9 @@ class StudyPerCellSweeper(Sweeper):
                 for trial, job_return in zip(trials, returns, strict=True):
                     jobs[trial.number] = job_idx
                     job_idx += 1
-                    value = job_return.return_value
+                    # a job that raised (jobs record their errors, but Hydra could) failed
+                    done = job_return.status == JobStatus.COMPLETED
+                    value = job_return.return_value if done else None
                     if isinstance(value, int | float) and math.isfinite(value):
                         study.tell(trial, float(value))
                     else:  # a run that did not complete: the search goes on without it
