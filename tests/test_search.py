@@ -29,6 +29,25 @@ def test_the_grid_is_split_into_cells_with_the_first_seed():
         parse_grid(["trainer.lr=interval(1e-4, 1e-2)"])
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("trainer.lr=1e-3,2e-3", "trainer.lr is both set in the grid and searched: keep one"),
+        (
+            "trainer.warmup_steps=interval(0, 10)",
+            "trainer.warmup_steps=interval(0, 10) is a search range: put it under",
+        ),
+        ("hydra.sweeper.direction=up", "hydra.sweeper.direction='up': use minimize or maximize"),
+    ],
+)
+def test_a_bad_search_stops_before_any_job_and_says_what_to_change(tmp_path, setting, message):
+    out = train_cli("-m", "experiment=smoke", "hparams_search=lr_warmup", setting, "logger=none",
+                    results=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and f"error: {message}" in out.stderr
+    assert "Traceback" not in out.stderr and "continue it with" not in out.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.name.isdigit()]  # no job folder
+
+
 def test_each_strategy_gets_a_study_of_its_own(tmp_path):
     # the acceptance command, on two of the smoke study's five strategies
     out = train_cli("-m", "experiment=smoke", "hparams_search=lr_warmup", "sharing=none,qkv",

@@ -32,11 +32,16 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
+from hydra.errors import OverrideParseException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from tiedharness.cli import fail
+
 log = logging.getLogger(__name__)
+# Optuna imports alembic, which logs seven INFO lines on import (Hydra shows INFO)
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 SEED_KEY = "trainer.seed"
 RESULTS_FILE = "optimization_results.yaml"
@@ -79,14 +84,20 @@ def parse_grid(lines: list[str]) -> Grid:
     return Grid(cells, shared, seeds)
 
 
+def is_search(config: DictConfig) -> bool:
+    return str(config.hydra.sweeper.get("_target_", "")).endswith("StudyPerCellSweeper")
+
+
 def planned_jobs(config: DictConfig) -> int | None:
-    """How many jobs a search of this config launches (cells × trials), or None."""
+    """How many jobs a search of this config launches (cells × trials); None for a grid
+    the sweeper will refuse."""
     sweeper = config.hydra.sweeper
-    if not str(sweeper.get("_target_", "")).endswith("StudyPerCellSweeper"):
-        return None
     params = OmegaConf.to_container(sweeper.params or {}) or {}
     lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
-    return len(parse_grid(lines).cells) * int(sweeper.n_trials)
+    try:
+        return len(parse_grid(lines).cells) * int(sweeper.n_trials)
+    except (ValueError, OverrideParseException):  # the sweeper says what is wrong
+        return None
 
 
 class StudyPerCellSweeper(Sweeper):
@@ -100,9 +111,9 @@ class StudyPerCellSweeper(Sweeper):
         params: DictConfig | None = None,
     ) -> None:
         if direction not in ("minimize", "maximize"):
-            raise ValueError(f"hydra.sweeper.direction={direction!r}: use minimize or maximize")
+            fail(f"hydra.sweeper.direction={direction!r}: use minimize or maximize")
         if not search:
-            raise ValueError(
+            fail(
                 "hydra.sweeper.search is empty: name what to tune, e.g. "
                 "hydra.sweeper.search.trainer.lr='tag(log, interval(1e-4, 1e-2))'"
             )
@@ -124,12 +135,17 @@ class StudyPerCellSweeper(Sweeper):
         from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        grid = parse_grid([f"{k}={v}" for k, v in self.params.items()] + arguments)
-        space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in self.search.items()])
+        try:  # a bad grid or search stops here, before any job, with what to change
+            grid = parse_grid([f"{k}={v}" for k, v in self.params.items()] + arguments)
+            space, fixed = create_params_from_overrides(
+                [f"{k}={v}" for k, v in self.search.items()]
+            )
+        except (ValueError, OverrideParseException) as err:
+            fail(str(err))
         fixed_search = [f"{k}={v}" for k, v in fixed.items()]
-        overlap = {o.split("=")[0] for c in grid.cells for o in c} & space.keys()
-        if overlap:
-            raise ValueError(f"{sorted(overlap)} is both a grid key and searched: keep one")
+        grid_keys = {o.split("=")[0] for o in grid.shared + [o for c in grid.cells for o in c]}
+        if overlap := sorted(grid_keys & (space.keys() | fixed.keys())):
+            fail(f"{', '.join(overlap)} is both set in the grid and searched: keep one")
         log.info(f"{len(grid.cells)} cell(s) × {self.n_trials} trials, tuning {', '.join(space)}")
         studies, job_idx = [], 0
         for cell in grid.cells:

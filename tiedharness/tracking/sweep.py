@@ -86,10 +86,10 @@ def grid_size(config: DictConfig) -> int | None:
     sweeper that decides as it goes)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from tiedharness.search import planned_jobs
+    from tiedharness.search import is_search, planned_jobs
 
-    if (searched := planned_jobs(config)) is not None:
-        return searched
+    if is_search(config):
+        return planned_jobs(config)
     if isinstance(config.hydra.sweeper.get("n_trials"), int):  # Hydra's Optuna sweeper
         return config.hydra.sweeper.n_trials
     try:
@@ -147,8 +147,9 @@ class SweepSummary(Callback):
             print(f"sweep of {self.total} jobs", flush=True)
         sweep_dir, pid = Path(config.hydra.sweep.dir).resolve(), os.getpid()
 
-        def unfinished() -> None:  # at exit, unless on_multirun_end ran
-            if not self.ended and os.getpid() == pid:
+        def unfinished() -> None:  # at exit, unless on_multirun_end ran or no job started
+            started = sweep_dir.is_dir() and any(p.name.isdigit() for p in sweep_dir.iterdir())
+            if not self.ended and os.getpid() == pid and started:
                 print(f"\nsweep {sweep_dir} stopped before its end; continue it with:\n"
                       f"  {continue_command(sweep_dir)}", file=sys.stderr)  # fmt: skip
 
