@@ -149,9 +149,10 @@ def test_eval_decodes_a_run_again_from_its_checkpoint(tmp_path):
     import sacrebleu
 
     run_dir = tmp_path / "run"
+    # a rate at which 60 steps already produce outputs (at the default, empty ones)
     out = train_cli("task=copy", "task.train_examples=2000", "model=tiny", "trainer.max_steps=60",
-                    "trainer.decode_examples=40", "logger=none", f"hydra.run.dir={run_dir}",
-                    results=tmp_path)  # fmt: skip
+                    "trainer.lr=3e-3", "trainer.warmup_steps=10", "trainer.decode_examples=40",
+                    "logger=none", f"hydra.run.dir={run_dir}", results=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     exe = shutil.which("tiedharness-eval", path=str(Path(sys.executable).parent))
     for beam in (1, 4):
@@ -167,6 +168,7 @@ def test_eval_decodes_a_run_again_from_its_checkpoint(tmp_path):
         for line in (run_dir / "eval-valid-beam1-lp1.jsonl").read_text().splitlines()
     ]
     assert again == greedy  # the same examples, the same hypotheses
+    assert sum(bool(r["hypothesis"]) for r in greedy) > 30  # not empty outputs
     first = record["eval"]["valid/beam1/lp1"]
     assert first["exact_match"] == record["metrics"]["exact_match"]
     refs = [[r["reference"] for r in greedy]]
@@ -175,5 +177,17 @@ def test_eval_decodes_a_run_again_from_its_checkpoint(tmp_path):
     assert first["training_greedy"] == {k: first[k] for k in ("exact_match", "bleu", "chrf")}
     fourth = record["eval"]["valid/beam4/lp1"]
     assert fourth["training_greedy"] == first["training_greedy"]
+    # max_len=3: greedy outputs cut after three tokens, prefixes of the uncut ones
+    result = subprocess.run([exe, str(run_dir), "beam=1", "max_len=3"], capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "valid/beam1/lp1/len3" in json.loads((run_dir / "run.json").read_text())["eval"]
+    cut = [
+        json.loads(line)["hypothesis"]
+        for line in (run_dir / "eval-valid-beam1-lp1-len3.jsonl").read_text().splitlines()
+    ]
+    full = [r["hypothesis"] for r in greedy]
+    assert all(f.startswith(c) for c, f in zip(cut, full, strict=True))
+    assert all(len(c.split()) <= 3 for c in cut) and any(len(f.split()) > 3 for f in full)
     assert fourth["signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|")
     assert (run_dir / fourth["hypotheses"]).is_file() and fourth["decoded_examples"] == 40

@@ -132,7 +132,7 @@ def test_a_killed_search_continues_in_its_folder(tmp_path):
 
     out = train_cli(*search[:-1], f"hydra.sweep.dir={sweep_dir}", results=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "2 kept  1 resumed  1 trained" in out.stdout
+    assert "2 kept  1 resumed  1 trained" in out.stdout, out.stdout[-3000:]
     jobs = sweep_records(tmp_path)
     assert [r["status"] for _, r in jobs] == ["completed"] * 4
     assert all((sweep_dir / str(n) / "run.json").read_bytes() == before[n] for n in range(2))

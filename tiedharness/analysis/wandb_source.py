@@ -83,9 +83,9 @@ def record_from_wandb(config: dict, summary: dict, name: str, group: str) -> Run
         if "/" not in k and not k.startswith("_") and k not in skip and isinstance(v, int | float)
     }
     metrics.update({k.split("/", 1)[1]: v for k, v in summary.items() if k.startswith("final/")})
-    evals: dict[str, dict] = {}  # tiedharness-eval's eval/<split>/beam<k>/lp<x>/<score>
+    evals: dict[str, dict] = {}  # tiedharness-eval's eval/<split>/beam<k>/lp<x>[/len<n>]/<score>
     for k, v in summary.items():
-        if k.startswith("eval/") and k.count("/") == 4:
+        if k.startswith("eval/") and k.count("/") >= 4:
             entry, score = k[len("eval/") :].rsplit("/", 1)
             evals.setdefault(entry, {})[score] = v
     return RunRecord.from_dict(

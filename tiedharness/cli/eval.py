@@ -1,4 +1,4 @@
-"""tiedharness-eval RUN_DIR [beam=4] [length_penalty=1.0] [split=valid] [examples=N]:
+"""tiedharness-eval RUN_DIR [beam=4] [length_penalty=1.0] [max_len=N] [split=valid] [examples=N]:
 decode a finished translation run again from its final checkpoint and score it.
 
 Loads the run's model from `checkpoint.pt` (docs/run-record.md), decodes the same
@@ -6,7 +6,9 @@ examples the run decoded (by default) with batched beam search on the KV cache (
 is the run's greedy decoding, token for token), scores them with sacreBLEU (BLEU and
 chrF, their signatures recorded; exact match too where the task scores it), writes the hypotheses next to the run
 (`eval-<split>-beam<k>-lp<x>.jsonl`) and an entry under `eval` in run.json keyed
-`<split>/beam<k>/lp<x>`. A sweep folder evaluates each of its runs.
+`<split>/beam<k>/lp<x>` (`/len<N>` added when max_len=N caps the output length; by default
+at most twice the source plus 10 tokens, as during training). A sweep folder evaluates
+each of its runs.
 """
 
 from __future__ import annotations
@@ -18,20 +20,20 @@ from pathlib import Path
 
 from tiedharness.cli import fail
 
-SETTINGS = {"beam": int, "length_penalty": float, "split": str, "examples": int}
+SETTINGS = {"beam": int, "length_penalty": float, "max_len": int, "split": str, "examples": int}
 
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tiedharness-eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run folder, or a sweep folder of runs")
     parser.add_argument(
-        "settings", nargs="*", help="beam=K length_penalty=X split=valid|test examples=N"
+        "settings", nargs="*", help="beam=K length_penalty=X max_len=N split=valid|test examples=N"
     )
     return parser
 
 
 def settings_of(pairs: list[str]) -> dict:
-    out = {"beam": 4, "length_penalty": 1.0, "split": "valid", "examples": None}
+    out = {"beam": 4, "length_penalty": 1.0, "max_len": None, "split": "valid", "examples": None}
     for pair in pairs:
         key, _, value = pair.partition("=")
         if key not in SETTINGS or not value:
@@ -40,8 +42,8 @@ def settings_of(pairs: list[str]) -> dict:
             out[key] = SETTINGS[key](value)
         except ValueError:
             fail(f"{key}={value!r} is not a {SETTINGS[key].__name__}")
-    if out["beam"] < 1 or out["split"] not in ("valid", "test"):
-        fail("beam must be ≥ 1 and split one of valid, test")
+    if out["beam"] < 1 or out["split"] not in ("valid", "test") or (out["max_len"] or 1) < 1:
+        fail("beam and max_len must be ≥ 1, split one of valid, test")
     return out
 
 
@@ -99,6 +101,7 @@ def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
     model.load_state_dict(checkpoint["trainer"]["model"])
     evaluator = Evaluator(model, data, job.trainer, torch.device("cpu"))
     evaluator.beam, evaluator.length_penalty = settings["beam"], settings["length_penalty"]
+    evaluator.max_new_tokens = settings["max_len"]
     split = settings["split"]
     n = settings["examples"] or (
         job.trainer.decode_examples if split == "valid" else job.trainer.test_examples
@@ -112,6 +115,8 @@ def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
     if greedy is not None:
         scores["training_greedy"] = greedy
     key = f"{split}/beam{settings['beam']}/lp{settings['length_penalty']:g}"
+    if settings["max_len"]:
+        key += f"/len{settings['max_len']}"
     hypotheses = run_dir / f"eval-{key.replace('/', '-')}.jsonl"
     with hypotheses.open("w") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in evaluator.decoded[split])

@@ -43,11 +43,23 @@ def read_sweep(sweep_dir: Path) -> list[tuple[Path, RunRecord | None]]:
     return jobs
 
 
-def how_started(record: RunRecord, since: str) -> str:
-    """What this start of the sweep (begun at `since`, ISO UTC) did with the cell."""
-    if (record.finished_at or "") < since and record.status != RunStatus.running:
+def written_since(folder: Path, since: float) -> bool:
+    """Whether the job's run.json was written after `since` (seconds since the epoch): the
+    file's time, not the record's, whose timestamps count whole seconds only (a job kept
+    from a start that ended in the same second would pass for a new one)."""
+    try:
+        return (folder / "run.json").stat().st_mtime >= since
+    except OSError:
+        return False
+
+
+def how_started(folder: Path, record: RunRecord, since: float) -> str:
+    """What this start of the sweep (begun at `since`, seconds since the epoch) did with
+    the cell."""
+    if record.status != RunStatus.running and not written_since(folder, since):
         return "kept"  # finished before this start: not trained again
-    if record.resumes and record.resumes[-1].get("at", "") >= since:
+    began = dt.datetime.fromtimestamp(int(since), dt.timezone.utc).isoformat()
+    if record.resumes and record.resumes[-1].get("at", "") >= began:
         return "resumed"
     return "rerun" if record.attempt > 1 else "trained"
 
@@ -111,7 +123,7 @@ def duration(seconds: float) -> str:
 
 class SweepSummary(Callback):
     def __init__(self) -> None:
-        self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.since = time.time()  # when this start of the sweep began
         self.ended = False
         self.clock, self.total = time.monotonic(), None
         self.job_clock = self.clock
@@ -134,14 +146,15 @@ class SweepSummary(Callback):
         line += f"  ({duration(now - self.job_clock)}; elapsed {duration(now - self.clock)}"
         if self.total:
             # counted from the folder: joblib's workers each hold a copy of this callback
-            ended = [r for _, r in read_sweep(folder.parent) if r and r.status != RunStatus.running]
-            done_now = sum((r.finished_at or "") >= self.started for r in ended) or 1
+            jobs = read_sweep(folder.parent)
+            ended = [f for f, r in jobs if r and r.status != RunStatus.running]
+            done_now = sum(written_since(f, self.since) for f in ended) or 1
             left = (now - self.clock) / done_now * max(self.total - len(ended), 0)
             line += f", about {duration(left)} left"
         print(line + ")", flush=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.since = time.time()
         self.clock, self.total = time.monotonic(), grid_size(config)
         if self.total:
             print(f"sweep of {self.total} jobs", flush=True)
@@ -165,7 +178,7 @@ class SweepSummary(Callback):
         statuses = [str(r.status) if r else str(RunStatus.failed) for _, r in jobs]
         counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
         print("  ".join(f"{n} {s}" for s, n in counts.items()))
-        starts = [how_started(r, self.started) for _, r in jobs if r is not None]
+        starts = [how_started(f, r, self.since) for f, r in jobs if r is not None]
         if any(s != "trained" for s in starts):
             kinds = ("kept", "resumed", "rerun", "trained")
             print("  ".join(f"{starts.count(k)} {k}" for k in kinds if starts.count(k)))

@@ -41,6 +41,7 @@ class Evaluator:
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
         self.dist = dist or Dist()
         self.beam, self.length_penalty = 1, 1.0  # beam 1: greedy (tiedharness-eval sets them)
+        self.max_new_tokens: int | None = None  # None: twice the source plus 10
         # DDP: each rank evaluates a share of the losses, rank 0 decodes; FSDP2: a forward
         # needs every rank, so every rank evaluates everything (rank 0 records it)
         self.shared = self.dist.active and not cfg.fsdp
@@ -138,7 +139,8 @@ class Evaluator:
         generated, seconds = 0, 0.0
         for batch in self.data.batches(split, indices):
             batch = batch.to(self.device)
-            max_len = min(self.model.cfg.max_len - 1, 2 * batch.src.shape[1] + 10)
+            wanted = self.max_new_tokens or 2 * batch.src.shape[1] + 10
+            max_len = min(self.model.cfg.max_len - 1, wanted)  # the model's positions cap it
             if self.beam > 1:
                 out, elapsed = self._timed(beam_translate, self.model, batch.src, max_len,
                                            self.beam, self.length_penalty)  # fmt: skip
