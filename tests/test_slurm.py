@@ -96,6 +96,7 @@ def test_a_preempted_job_is_requeued_and_resumes(tmp_path):
     assert "1 resumed  1 trained" in out
 
 
+@pytest.mark.slow  # a minute of SLURM's time limit; the preemption test covers the requeue
 def test_a_job_that_reaches_its_time_limit_is_requeued_and_resumes(tmp_path):
     # one minute per start; SLURM signals it 30 s before the limit (give or take SLURM's
     # one-minute resolution, so at most 30 s in), so ~30 s of training needs a requeue
