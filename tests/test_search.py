@@ -37,7 +37,6 @@ def test_the_grid_is_split_into_cells_with_the_first_seed():
             "trainer.warmup_steps=interval(0, 10)",
             "trainer.warmup_steps=interval(0, 10) is a search range: put it under",
         ),
-        ("hydra.sweeper.direction=up", "hydra.sweeper.direction='up': use minimize or maximize"),
     ],
 )
 def test_a_bad_search_stops_before_any_job_and_says_what_to_change(tmp_path, setting, message):
@@ -46,6 +45,14 @@ def test_a_bad_search_stops_before_any_job_and_says_what_to_change(tmp_path, set
     assert out.returncode == 2 and f"error: {message}" in out.stderr
     assert "Traceback" not in out.stderr and "continue it with" not in out.stderr
     assert not [p for p in tmp_path.rglob("*") if p.name.isdigit()]  # no job folder
+
+
+def test_an_unknown_direction_is_refused():
+    from tiedharness.search import StudyPerCellSweeper
+
+    with pytest.raises(SystemExit) as stop:
+        StudyPerCellSweeper(sampler=None, direction="up", search={"trainer.lr": "interval(0, 1)"})
+    assert stop.value.code == 2
 
 
 def test_each_strategy_gets_a_study_of_its_own(tmp_path):
@@ -120,26 +127,27 @@ def test_a_killed_search_continues_in_its_folder(tmp_path):
 
     from tests.test_resume import _wait_for_glob, start_cli, wait_for
 
-    search = ["-m", "experiment=smoke", "hparams_search=lr_warmup", "sharing=none,qkv",
-              "hydra.sweeper.n_trials=2", "trainer.max_steps=30", "trainer.checkpoint_every=3",
+    search = ["-m", "experiment=smoke", "hparams_search=lr_warmup", "sharing=qkv",
+              "hydra.sweeper.n_trials=3", "trainer.max_steps=30", "trainer.checkpoint_every=3",
               "logger=none", f"results_dir={tmp_path}"]  # fmt: skip
     proc = start_cli(*search)
     (sweep_dir,) = _wait_for_glob(tmp_path / "smoke", proc)
-    wait_for(sweep_dir / "2" / "checkpoint.pt", proc)
+    wait_for(sweep_dir / "1" / "checkpoint.pt", proc)  # the second trial
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = {n: (sweep_dir / str(n) / "run.json").read_bytes() for n in range(2)}
+    before = (sweep_dir / "0" / "run.json").read_bytes()
 
     out = train_cli(*search[:-1], f"hydra.sweep.dir={sweep_dir}", results=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "2 kept  1 resumed  1 trained" in out.stdout, out.stdout[-3000:]
+    assert "1 kept  1 resumed  1 trained" in out.stdout, out.stdout[-3000:]
     jobs = sweep_records(tmp_path)
-    assert [r["status"] for _, r in jobs] == ["completed"] * 4
-    assert all((sweep_dir / str(n) / "run.json").read_bytes() == before[n] for n in range(2))
+    assert [r["status"] for _, r in jobs] == ["completed"] * 3
+    assert (sweep_dir / "0" / "run.json").read_bytes() == before
+    assert len(jobs[1][1]["resumes"]) == 1
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    for study in results["studies"]:
-        for trial in study["trials"]:
-            record = jobs[trial["job"]][1]
-            assert record["sharing"] == study["cell"]["sharing"]
-            assert record["config"]["trainer"]["lr"] == trial["params"]["trainer.lr"]
-            assert trial["value"] == record["metrics"]["val_loss"]
+    (study,) = results["studies"]  # one cell: Optuna's own top-level keys too
+    assert results["best_value"] == study["best_value"] == min(t["value"] for t in study["trials"])
+    for trial in study["trials"]:
+        record = jobs[trial["job"]][1]
+        assert record["config"]["trainer"]["lr"] == trial["params"]["trainer.lr"]
+        assert trial["value"] == record["metrics"]["val_loss"]
