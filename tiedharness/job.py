@@ -164,10 +164,7 @@ def _execute(
     with StopRequest() as stop:
         try:
             job = JobConfig.from_config(config)  # the schemas' checks, before any data is built
-            trackers = Trackers(
-                ctx.run_dir, job.logger.wandb, quiet=ctx.multirun or not dist.main,
-                enabled=dist.main,
-            )  # fmt: skip
+            trackers = Trackers(ctx.run_dir, job.logger.wandb, ctx.multirun, enabled=dist.main)
             record.status, record.metrics = train(job, record, trackers, ctx, start, stop, dist)
             record.metrics["wall_s"] = time.perf_counter() - started  # this start of the job
             if record.status == RunStatus.interrupted:

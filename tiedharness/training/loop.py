@@ -79,8 +79,8 @@ class Trainer:
         self._order: tuple[int, list[Tensor]] | None = None  # (epoch, its batches)
         self._targets = train.sizes()[1]  # target tokens per example (EOS included)
         self.model = model.to(device)
-        self.ddp = self._data_parallel(self.model)
-        self.forward = torch.compile(self.ddp) if cfg.compile else self.ddp
+        self.parallel = self._data_parallel(self.model)  # DDP's wrapper, or the FSDP2 model
+        self.forward = torch.compile(self.parallel) if cfg.compile else self.parallel
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, tuple(cfg.betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(cfg, self.expected_steps())
@@ -168,7 +168,7 @@ class Trainer:
         if self.cfg.fsdp:
             self.model.set_requires_gradient_sync(last)
         elif self.dist.active and not last:
-            return self.ddp.no_sync()
+            return self.parallel.no_sync()
         return nullcontext()
 
     def _step_batches(self, group: list[Tensor]) -> list[Batch]:
