@@ -16,12 +16,10 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
+from tiedharness.build import build
 from tiedharness.cli import CONF_DIR
 from tiedharness.config import JobConfig
-from tiedharness.model.sharing import build_model
-from tiedharness.tasks import make_task
 from tiedharness.tasks.batching import collate
-from tiedharness.tasks.data import build_task
 from tiedharness.training.costs import count_flops, peak_flops
 from tiedharness.training.device import synchronize
 from tiedharness.training.loop import Trainer, mean_loss
@@ -31,24 +29,32 @@ SETTINGS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+compile": ("
 
 def job_for(model: str, precision: str, compiled: bool, device: str) -> JobConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "task=synth_translation", f"model={model}", "logger=none", f"trainer.device={device}",
-            f"trainer.precision={precision}", f"trainer.compile={str(compiled).lower()}",
-            "task.max_tokens=8192"])  # fmt: skip
+        cfg = compose(
+            "train",
+            overrides=[
+                "task=synth_translation",
+                f"model={model}",
+                "logger=none",
+                f"trainer.device={device}",
+                f"trainer.precision={precision}",
+                f"trainer.compile={str(compiled).lower()}",
+                "task.max_tokens=8192",
+            ],
+        )
     return JobConfig.from_config(cfg)
 
 
 def measure(model: str, setting: str, steps: int, device: str) -> tuple[float, float | None]:
     precision, compiled = SETTINGS[setting]
     job = job_for(model, precision, compiled, device)
-    task = make_task(job.task)
-    data = build_task(task)
-    net = build_model(job.model_for(task), data.vocab, job.sharing)
-    trainer = Trainer(net, data.splits["train"], data.max_tokens, job.trainer, torch.device(device))
+    _, data, net = build(job)
+    trainer = Trainer(net, data, job.trainer, device=torch.device(device))
     order = trainer.batches(0)
     pin = trainer.device.type == "cuda"
-    batches = [[collate(data.splits["train"], order[i % len(order)]).to(trainer.device, pin=pin)]
-               for i in range(steps + 5)]  # fmt: skip
+    batches = [
+        [collate(data.splits["train"], order[i % len(order)]).to(trainer.device, pin=pin)]
+        for i in range(steps + 5)
+    ]
     for micro in batches[:5]:  # warm-up (and compilation)
         trainer.train_step(micro)
     synchronize(trainer.device)

@@ -22,13 +22,12 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from tiedharness.build import build
 from tiedharness.cli import CONF_DIR
 from tiedharness.config import JobConfig
-from tiedharness.job import JobContext, execute_job, seed_everything, torch_threads
-from tiedharness.model.sharing import build_model
-from tiedharness.tasks import make_task
+from tiedharness.job import JobContext, execute_job
 from tiedharness.tasks.batching import collate
-from tiedharness.tasks.data import build_task
+from tiedharness.training.device import seed_everything, torch_threads
 from tiedharness.training.loop import Trainer
 
 
@@ -36,10 +35,15 @@ def quick_cell(steps: int):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(
             "train",
-            overrides=["experiment=quick", "task=bible_mt", "sharing=none",
-                       f"trainer.max_steps={steps}", "trainer.max_train_tokens=null",
-                       "logger.wandb.mode=offline"],
-        )  # fmt: skip
+            overrides=[
+                "experiment=quick",
+                "task=bible_mt",
+                "sharing=none",
+                f"trainer.max_steps={steps}",
+                "trainer.max_train_tokens=null",
+                "logger.wandb.mode=offline",
+            ],
+        )
 
 
 def whole_job(config, folder: Path) -> float:
@@ -53,12 +57,8 @@ def bare_loop(config, steps: int) -> float:
     """The same model on the same batches, in the simplest loop that trains it."""
     job = JobConfig.from_config(config)
     seed_everything(job.trainer.seed, job.trainer.deterministic)
-    task = make_task(job.task)
-    data = build_task(task)
-    model = build_model(job.model_for(task), data.vocab, job.sharing)
-    trainer = Trainer(
-        model, data.splits["train"], data.max_tokens, job.trainer, torch.device("cpu")
-    )
+    _, data, model = build(job)
+    trainer = Trainer(model, data, job.trainer, device=torch.device("cpu"))
     batches = trainer.batches(0)[:steps]
     started = time.perf_counter()
     for indices in batches:

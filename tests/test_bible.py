@@ -68,8 +68,13 @@ def test_chapters_with_empty_spanish_verses_are_dropped_whole(modules):
 
 def test_drop_rule_on_a_small_example():
     source = {("Gen", 1, 1): "a", ("Gen", 1, 2): "b", ("Gen", 2, 1): "c", ("Gen", 3, 1): "d"}
-    target = {("Gen", 1, 1): "A", ("Gen", 1, 2): "B", ("Gen", 2, 1): "", ("Gen", 3, 1): "D",
-              ("Gen", 3, 2): "E"}  # fmt: skip
+    target = {
+        ("Gen", 1, 1): "A",
+        ("Gen", 1, 2): "B",
+        ("Gen", 2, 1): "",
+        ("Gen", 3, 1): "D",
+        ("Gen", 3, 2): "E",
+    }
     pairs, dropped = align(source, target)
     assert pairs == [(("Gen", 1, 1), "a", "A"), (("Gen", 1, 2), "b", "B")]
     assert dropped == [("Gen", 2), ("Gen", 3)]  # empty slot; verse numbering differs

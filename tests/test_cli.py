@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -73,7 +74,6 @@ def test_separate_vocabularies_refuse_encdec_vocab_with_the_fix():
         ),
         (["sharing=three_way", "model.arch=lm"], "decoder-only LM with no encoder"),
         (["sharing=cross_layer", "sharing.cross_layer.unique=5"], "does not fit a stack of 3"),
-        (["format=xml"], "format=xml is not one of table, json"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(args, message):
@@ -150,14 +150,24 @@ def test_eval_decodes_a_run_again_from_its_checkpoint(tmp_path):
 
     run_dir = tmp_path / "run"
     # a rate at which 60 steps already produce outputs (at the default, empty ones)
-    out = train_cli("task=copy", "task.train_examples=2000", "model=tiny", "trainer.max_steps=60",
-                    "trainer.lr=3e-3", "trainer.warmup_steps=10", "trainer.decode_examples=40",
-                    "logger=none", f"hydra.run.dir={run_dir}", results=tmp_path)  # fmt: skip
+    out = train_cli(
+        "task=copy",
+        "task.train_examples=2000",
+        "model=tiny",
+        "trainer.max_steps=60",
+        "trainer.lr=3e-3",
+        "trainer.warmup_steps=10",
+        "trainer.decode_examples=40",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        results=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     exe = shutil.which("tiedharness-eval", path=str(Path(sys.executable).parent))
     for beam in (1, 4):
-        result = subprocess.run([exe, str(run_dir), f"beam={beam}"], capture_output=True,
-                                text=True, timeout=300)  # fmt: skip
+        result = subprocess.run(
+            [exe, str(run_dir), f"beam={beam}"], capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((run_dir / "run.json").read_text())
     greedy = [
@@ -178,8 +188,9 @@ def test_eval_decodes_a_run_again_from_its_checkpoint(tmp_path):
     fourth = record["eval"]["valid/beam4/lp1"]
     assert fourth["training_greedy"] == first["training_greedy"]
     # max_len=3: greedy outputs cut after three tokens, prefixes of the uncut ones
-    result = subprocess.run([exe, str(run_dir), "beam=1", "max_len=3"], capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [exe, str(run_dir), "beam=1", "max_len=3"], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "valid/beam1/lp1/len3" in json.loads((run_dir / "run.json").read_text())["eval"]
     cut = [
@@ -191,3 +202,47 @@ def test_eval_decodes_a_run_again_from_its_checkpoint(tmp_path):
     assert all(len(c.split()) <= 3 for c in cut) and any(len(f.split()) > 3 for f in full)
     assert fourth["signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|")
     assert (run_dir / fourth["hypotheses"]).is_file() and fourth["decoded_examples"] == 40
+
+
+# ---------------------------------------------------------------------------- schema and skips
+
+
+def test_format_is_checked_by_the_schema():
+    """Hydra refuses a format outside the enum, naming the choices; a valid one still
+    prints the documented total."""
+    out = params_cli("format=xml")
+    assert out.returncode != 0 and out.stdout == ""
+    assert "format" in out.stderr and "table" in out.stderr and "json" in out.stderr
+    good = params_cli("sharing=three_way", "format=json")
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["total"] == 7_709_696  # README's table: small, three_way
+    readme = "model=base sharing=three_way model.positions=sinusoidal model.norm=post"
+    readme = params_cli(*readme.split(), "vocab_size=37000", "format=json")
+    assert readme.returncode == 0, readme.stderr
+    assert json.loads(readme.stdout)["total"] == 63082496  # as README.md documents
+
+
+def test_data_format_is_checked_by_the_schema():
+    out = data_cli("task=copy", "format=xml")
+    assert out.returncode != 0 and out.stdout == ""
+    assert "table" in out.stderr and "json" in out.stderr
+
+
+def test_a_cross_layer_plan_that_does_not_fit_is_skipped_in_a_sweep(tmp_path):
+    """sequence needs the layer count to be a multiple of unique: 3 blocks do not fit the
+    tiny model's 2 layers, so the sweep records the cell as skipped, with the fix."""
+    exe = shutil.which("tiedharness-train", path=str(Path(sys.executable).parent))
+    assert exe, "tiedharness-train is not installed next to this Python"
+    command = (
+        "-m task=copy model=tiny sharing=cross_layer sharing.cross_layer.unique=3 "
+        "sharing.cross_layer.plan=sequence trainer.max_steps=2 logger=none"
+    )
+    args = [exe, *command.split(), f"results_dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (record_file,) = tmp_path.glob("*/*/*/run.json")  # results/<experiment>/<sweep>/<job>
+    record = json.loads(record_file.read_text())
+    assert record["status"] == "skipped"
+    assert "2 layers are not a multiple of 3" in record["error"]
+    assert "choose unique from [1, 2] or plan=cycle" in record["error"]

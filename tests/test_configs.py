@@ -162,6 +162,7 @@ TRAIN_GROUPS = [
     "trainer",
     "logger",
     "task_variant",
+    "scale",
     "cell",
     "experiment",
 ]
@@ -211,6 +212,70 @@ def test_every_study_cell_composes(experiment):
         for value in str(values).split(","):
             overrides = [f"{k}={value if k == key else v}" for k, v in first.items()]
             JobConfig.from_config(compose_app("train", f"experiment={experiment}", *overrides))
+
+
+# The literature cells, each defined once (conf/cell/), and what each study's scale
+# (conf/scale/) makes of them, written out here from the studies' numbers:
+# (d_model, d_ff, vocab_size, max_train_tokens, eval_every, lr).
+LITERATURE_CELLS = {
+    "lm_narrow_none": "lm_narrow",
+    "lm_narrow_embed_output": "lm_narrow",
+    "lm_wide_none": "lm_wide",
+    "lm_wide_embed_output": "lm_wide",
+    "synth_overlap_0_none": "synth",
+    "synth_overlap_0_encdec_vocab": "synth",
+    "synth_overlap_1_none": "synth",
+    "synth_overlap_1_encdec_vocab": "synth",
+    "mt_none": "mt",
+    "mt_three_way": "mt",
+}
+AT_SCALE = {
+    "cpu": {
+        "lm_narrow": (64, 256, 1000, 1_000_000, 10, 3.0e-3),
+        "lm_wide": (128, 512, 1000, 1_000_000, 10, 3.0e-3),
+        "synth": (64, 256, 1000, 2_500_000, 30, 5.0e-3),
+        "mt": (64, 256, 2000, 2_500_000, 30, 3.0e-3),
+    },
+    "gpu": {
+        "lm_narrow": (256, 1024, 8000, 20_000_000, 200, 1.0e-3),
+        "lm_wide": (512, 2048, 8000, 20_000_000, 200, 1.0e-3),
+        "synth": (512, 2048, 1000, 20_000_000, 200, 1.0e-3),
+        "mt": (512, 2048, 8000, 40_000_000, 400, 1.0e-3),
+    },
+}
+
+
+def test_each_literature_cell_is_one_option_that_both_studies_sweep():
+    assert options("cell") == sorted(LITERATURE_CELLS)
+    assert options("scale") == sorted(AT_SCALE)
+    for scale in AT_SCALE:
+        cfg = compose_app("train", f"experiment=literature_{scale}", hydra=True)
+        assert cfg.hydra.sweeper.params.cell.split(",") == list(LITERATURE_CELLS)
+
+
+@pytest.mark.parametrize("cell", list(LITERATURE_CELLS))
+@pytest.mark.parametrize("scale", list(AT_SCALE))
+def test_a_literature_cell_takes_its_sizes_and_budget_from_its_studys_scale(scale, cell):
+    overrides = (f"experiment=literature_{scale}", f"cell={cell}")
+    assert compose_app("train", *overrides, hydra=True).hydra.runtime.choices.scale == scale
+    job = JobConfig.from_config(compose_app("train", *overrides))
+    built = (
+        job.model.d_model,
+        job.model.d_ff,
+        job.task.vocab_size,
+        job.trainer.max_train_tokens,
+        job.trainer.eval_every,
+        job.trainer.lr,
+    )
+    assert built == AT_SCALE[scale][LITERATURE_CELLS[cell]]
+
+
+def test_the_scale_is_chosen_apart_from_the_cell():
+    at_gpu = JobConfig.from_config(
+        compose_app("train", "experiment=literature_cpu", "cell=mt_three_way", "scale=gpu")
+    )
+    assert (at_gpu.task.vocab_size, at_gpu.trainer.max_train_tokens) == (8000, 40_000_000)
+    assert at_gpu.model.d_model == 64  # the model is the study's, not the scale's
 
 
 @pytest.mark.parametrize(("launcher", "target"), list(LAUNCHERS.items()))

@@ -16,10 +16,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import train_cli
 
+from tiedharness.build import build
 from tiedharness.config import JobConfig
-from tiedharness.model.sharing import build_model
-from tiedharness.tasks import make_task
-from tiedharness.tasks.data import build_task
 from tiedharness.training.distributed import Dist
 from tiedharness.training.loop import Trainer
 
@@ -49,12 +47,9 @@ def trained(
     """The parameters after 4 updates (dropout 0: the tiny model has none); with FSDP2,
     gathered on rank 0 (empty elsewhere)."""
     job = smoke_job(sharing, accum_steps=accum_steps, fsdp=fsdp)
-    task = make_task(job.task)
-    data = build_task(task)
     torch.manual_seed(0)
-    model = build_model(job.model_for(task), data.vocab, job.sharing)
-    trainer = Trainer(model, data.splits["train"], data.max_tokens, job.trainer,
-                      torch.device("cpu"), dist=world)  # fmt: skip
+    _, data, model = build(job)
+    trainer = Trainer(model, data, job.trainer, device=torch.device("cpu"), dist=world)
     trainer.fit()
     assert trainer.step == 4
     if fsdp:
@@ -90,8 +85,9 @@ def test_two_ranks_take_the_same_updates_as_two_accumulated_batches(tmp_path):
             parallel = ranks[(sharing, wrap)]
             assert parallel.keys() == single.keys()
             for name, value in single.items():
-                torch.testing.assert_close(parallel[name], value, rtol=0, atol=1e-5,
-                                           msg=f"{sharing} {wrap} {name}")  # fmt: skip
+                torch.testing.assert_close(
+                    parallel[name], value, rtol=0, atol=1e-5, msg=f"{sharing} {wrap} {name}"
+                )
         one_batch = trained(sharing, accum_steps=1, world=Dist())  # one batch per update
         assert any(not torch.allclose(one_batch[k], single[k], atol=1e-5) for k in single)
 
@@ -111,16 +107,22 @@ def test_accumulation_trains_k_times_the_tokens_per_update(tmp_path):
     runs = {}
     for k in (1, 4):
         run_dir = tmp_path / f"accum{k}"
-        out = train_cli("experiment=smoke", "logger=none", f"trainer.accum_steps={k}",
-                        "trainer.max_steps=6", "trainer.log_every=1", "trainer.warmup_steps=3",
-                        f"hydra.run.dir={run_dir}", results=tmp_path)  # fmt: skip
+        out = train_cli(
+            "experiment=smoke",
+            "logger=none",
+            f"trainer.accum_steps={k}",
+            "trainer.max_steps=6",
+            "trainer.log_every=1",
+            "trainer.warmup_steps=3",
+            f"hydra.run.dir={run_dir}",
+            results=tmp_path,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         rows = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
         runs[k] = [r for r in rows if "train_loss" in r]
     job = smoke_job("none")
-    data = build_task(make_task(job.task))
-    trainer = Trainer(build_model(job.model_for(make_task(job.task)), data.vocab, job.sharing),
-                      data.splits["train"], data.max_tokens, job.trainer, torch.device("cpu"))  # fmt: skip
+    _, data, model = build(job)
+    trainer = Trainer(model, data, job.trainer, device=torch.device("cpu"))
     targets = data.splits["train"].sizes()[1]
     for k, rows in runs.items():
         assert [r["step"] for r in rows] == list(range(1, 7))  # the step counts updates
@@ -136,11 +138,24 @@ def test_torchrun_runs_one_job_on_two_processes(tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "--no-python", "tiedharness-train",
-         "task=copy", "model=tiny", "trainer.max_steps=20", "logger=none",
-         f"results_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            "--no-python",
+            "tiedharness-train",
+            "task=copy",
+            "model=tiny",
+            "trainer.max_steps=20",
+            "logger=none",
+            f"results_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     records = list(tmp_path.rglob("run.json"))
     assert len(records) == 1, records
@@ -151,9 +166,8 @@ def test_torchrun_runs_one_job_on_two_processes(tmp_path):
     ]
     # every update takes two batches, one per rank: the tokens of both
     job = JobConfig.from_config(record["config"])
-    data = build_task(make_task(job.task))
-    trainer = Trainer(build_model(job.model_for(make_task(job.task)), data.vocab, job.sharing),
-                      data.splits["train"], data.max_tokens, job.trainer, torch.device("cpu"))  # fmt: skip
+    _, data, model = build(job)
+    trainer = Trainer(model, data, job.trainer, device=torch.device("cpu"))
     targets = data.splits["train"].sizes()[1]
     assert record["metrics"]["tokens"] == int(targets[torch.cat(trainer.batches(0)[:40])].sum())
     assert rows[-1]["step"] == 20
@@ -165,10 +179,19 @@ def test_one_hydra_job_on_two_slurm_tasks_is_one_ddp_run(tmp_path):
     state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout
     if state.strip() not in ("idle", "mixed"):
         pytest.skip(f"the SLURM node is {state.strip() or 'down'} (scripts/start_slurm.sh)")
-    out = train_cli("-m", "task=copy", "model=tiny", "trainer.max_steps=10", "logger=none",
-                    "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
-                    "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1",
-                    "hydra.launcher.mem_gb=2", results=tmp_path)  # fmt: skip
+    out = train_cli(
+        "-m",
+        "task=copy",
+        "model=tiny",
+        "trainer.max_steps=10",
+        "logger=none",
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2",
+        results=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     records = list(tmp_path.rglob("run.json"))
     assert len(records) == 1

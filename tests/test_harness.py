@@ -13,11 +13,9 @@ import torch
 import wandb_offline
 from conftest import sweep_records, train_cli
 
+from tiedharness.build import build
 from tiedharness.config import JobConfig
 from tiedharness.job import JobContext, execute_job
-from tiedharness.model.sharing import build_model
-from tiedharness.tasks import make_task
-from tiedharness.tasks.data import build_task
 from tiedharness.training.config import TrainerConfig
 from tiedharness.training.costs import cpu_peak_flops
 from tiedharness.training.loop import Trainer
@@ -150,9 +148,13 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
 @pytest.mark.slow
 def test_joblib_workers_divide_the_cores(tmp_path):
     out = train_cli(
-        "-m", "experiment=smoke", "sharing=none,qkv", "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2", results=tmp_path,
-    )  # fmt: skip
+        "-m",
+        "experiment=smoke",
+        "sharing=none,qkv",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        results=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     records = [r for _, r in sweep_records(tmp_path)]
     assert [r["status"] for r in records] == ["completed", "completed"]
@@ -164,15 +166,22 @@ def test_joblib_workers_divide_the_cores(tmp_path):
 
 def test_inapplicable_cells_are_skipped_but_a_single_run_fails(tmp_path):
     out = train_cli(
-        "-m", "experiment=smoke", "sharing=none,positional", "model.positions=sinusoidal",
+        "-m",
+        "experiment=smoke",
+        "sharing=none,positional",
+        "model.positions=sinusoidal",
         results=tmp_path / "sweep",
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     records = [r for _, r in sweep_records(tmp_path / "sweep")]
     assert [r["status"] for r in records] == ["completed", "skipped"]
     assert "set model.positions=learned" in records[1]["error"]
-    single = train_cli("experiment=smoke", "sharing=positional", "model.positions=sinusoidal",
-                       results=tmp_path / "single")  # fmt: skip
+    single = train_cli(
+        "experiment=smoke",
+        "sharing=positional",
+        "model.positions=sinusoidal",
+        results=tmp_path / "single",
+    )
     assert single.returncode == 2
     assert "set model.positions=learned" in single.stderr
     (run_json,) = (tmp_path / "single").rglob("run.json")
@@ -209,11 +218,8 @@ def test_output_flops_share_is_the_output_layers_share_of_a_step(tmp_path):
     record = smoke_job(tmp_path, "run")
     metrics = record["metrics"]
     job = JobConfig.from_config(record["config"])
-    task = make_task(job.task)
-    trainer = Trainer(
-        build_model(job.model_for(task), build_task(task).vocab, job.sharing),
-        build_task(task).splits["train"], task.cfg.max_tokens, job.trainer, torch.device("cpu"),
-    )  # fmt: skip
+    _, data, model = build(job)
+    trainer = Trainer(model, data, job.trainer, device=torch.device("cpu"))
     batch = trainer.first_batch()
     (b, s), t = batch.src.shape, batch.tgt_in.shape[1]
     d, d_ff, v, layers = 32, 64, metrics["vocab_size_tgt"], 2
@@ -234,7 +240,7 @@ def test_output_flops_share_is_the_output_layers_share_of_a_step(tmp_path):
     assert metrics["output_step_flops_share"] == pytest.approx(output / step, rel=1e-12)
     assert metrics["output_fwd_flops_per_token"] == 2 * d * v + 5 * v
     # MFU: that step's FLOPs per target token (its batch's sizes) × throughput ÷ peak
-    tokens = int(build_task(task).splits["train"].sizes()[1][trainer.batches(0)[0]].sum())
+    tokens = int(data.splits["train"].sizes()[1][trainer.batches(0)[0]].sum())
     assert metrics["train_flops_per_token"] == step / tokens
     achieved = metrics["train_tokens_per_s"] * step / tokens
     assert metrics["mfu"] == pytest.approx(achieved / metrics["peak_flops"], rel=1e-12)
@@ -283,12 +289,8 @@ def test_lr_schedule_warms_up_then_decays():
 def output_dtype_during_training(tmp_path: Path, precision: str) -> torch.dtype:
     """The dtype of the output layer's logits in a training step at `precision`."""
     job = JobConfig.from_config(smoke_config(tmp_path, precision=precision))
-    task = make_task(job.task)
-    data = build_task(task)
-    model = build_model(job.model_for(task), data.vocab, job.sharing)
-    trainer = Trainer(
-        model, data.splits["train"], data.max_tokens, job.trainer, torch.device("cpu")
-    )
+    _, data, model = build(job)
+    trainer = Trainer(model, data, job.trainer, device=torch.device("cpu"))
     seen = []
     model.output.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     loss = trainer.train_step([trainer.first_batch()])
@@ -317,7 +319,7 @@ def test_parallel_jobs_divide_the_cores():
     import os
 
     from tiedharness.cli.train import parallel_jobs
-    from tiedharness.job import torch_threads
+    from tiedharness.training.device import torch_threads
 
     assert parallel_jobs({"n_jobs": 3}) == 3
     assert parallel_jobs({"n_jobs": -1}) == os.cpu_count()
@@ -338,8 +340,14 @@ def test_a_language_model_task_trains_through_the_same_loop(tmp_path):
     (tmp_path / "train.txt").write_text("\n".join(lines))
     (tmp_path / "valid.txt").write_text("\n".join(lines[:30]))
     config = smoke_config(tmp_path)
-    config["task"] = {"name": "text_lm", "data_dir": str(tmp_path), "vocab_size": 120,
-                      "block_size": 32, "max_tokens": 512, "cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    config["task"] = {
+        "name": "text_lm",
+        "data_dir": str(tmp_path),
+        "vocab_size": 120,
+        "block_size": 32,
+        "max_tokens": 512,
+        "cache_dir": str(tmp_path / "cache"),
+    }
     config["sharing"] = {"strategies": ["embed_output"]}
     record = smoke_job(tmp_path, "run", config)
     assert record["status"] == "completed", record["error"]
@@ -357,17 +365,14 @@ def test_a_language_model_task_trains_through_the_same_loop(tmp_path):
 def test_trainer_state_dict_resumes_exactly(tmp_path):
     """6 steps, a state_dict, a new Trainer that loads it and runs 6 more: the same
     parameters and counters as 12 uninterrupted steps."""
-    config = smoke_config(tmp_path, max_steps=12, log_every=100, warmup_steps=4)
-    job = JobConfig.from_config(config)
-    task = make_task(job.task)
-    data = build_task(task)
 
     def fresh(max_steps: int) -> Trainer:
         torch.manual_seed(0)
-        model = build_model(job.model_for(task), data.vocab, job.sharing)
-        cfg = JobConfig.from_config(smoke_config(tmp_path, max_steps=max_steps, log_every=100,
-                                                 warmup_steps=4)).trainer  # fmt: skip
-        return Trainer(model, data.splits["train"], data.max_tokens, cfg, torch.device("cpu"))
+        job = JobConfig.from_config(
+            smoke_config(tmp_path, max_steps=max_steps, log_every=100, warmup_steps=4)
+        )
+        _, data, model = build(job)
+        return Trainer(model, data, job.trainer, device=torch.device("cpu"))
 
     whole = fresh(12)
     whole.fit()
@@ -392,7 +397,7 @@ def test_trainer_state_dict_resumes_exactly(tmp_path):
 def test_val_bpc_counts_the_characters_of_the_references(tmp_path):
     record = smoke_job(tmp_path, "run")
     metrics = record["metrics"]
-    data = build_task(make_task(JobConfig.from_config(record["config"]).task))
+    data = build(JobConfig.from_config(record["config"])).data
     references = data.texts["valid"]["tgt"]  # every validation example is evaluated
     assert metrics["val_examples"] == len(references)
     assert metrics["val_chars"] == sum(len(text) + 1 for text in references)

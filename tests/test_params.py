@@ -11,9 +11,16 @@ from tiedharness.model.sharing import STRATEGIES, SharingConfig
 from tiedharness.vocab import Vocab
 
 BASE_POST_SINUSOIDAL = ModelConfig(
-    arch="encdec", d_model=512, n_heads=8, d_ff=2048, enc_layers=6, dec_layers=6,
-    norm="post", positions="sinusoidal", max_len=512,
-)  # fmt: skip
+    arch="encdec",
+    d_model=512,
+    n_heads=8,
+    d_ff=2048,
+    enc_layers=6,
+    dec_layers=6,
+    norm="post",
+    positions="sinusoidal",
+    max_len=512,
+)
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,11 @@ def test_a_schema_1_record_still_loads():
     assert record.schema == 1
     assert record.status is RunStatus.completed
     assert (record.task, record.sharing, record.model, record.seed) == (
-        "synth_translation", "embed_output", "tiny", 0,
-    )  # fmt: skip
+        "synth_translation",
+        "embed_output",
+        "tiny",
+        0,
+    )
     assert record.params["total"] == 66176
     assert record.metrics["val_loss"] == 5.840405909038984
     assert record.wandb is None and record.finished_at is not None

@@ -22,8 +22,14 @@ from tiedharness.analysis.stats import ci95
 from tiedharness.analysis.wandb_source import record_from_wandb
 from tiedharness.tracking.record import RunRecord
 
-SMOKE_FIGURES = {"tradeoff_loss", "tradeoff_bpc", "tradeoff_bleu", "param_budget",
-                 "learning_curves", "quality_vs_throughput"}  # fmt: skip
+SMOKE_FIGURES = {
+    "tradeoff_loss",
+    "tradeoff_bpc",
+    "tradeoff_bleu",
+    "param_budget",
+    "learning_curves",
+    "quality_vs_throughput",
+}
 NOT_FOR_SMOKE = {"softmax_cost", "vocab_overlap"}  # one vocabulary size, one overlap
 
 
@@ -69,8 +75,14 @@ def test_tables_hold_every_strategy_with_exact_parameter_counts(report_dir, smok
     # what every report states: budgets, seeds, convergence, and what the marks mean
     assert "12 steps" in markdown and "target tokens per run; seeds per cell: 1" in markdown
     summary = pd.read_csv(report_dir / "summary.csv")
-    for column in ("n", "delta_val_loss_mean", "delta_val_loss_ci95", "delta_val_loss_p",
-                   "val_bpc_mean", "converged_frac"):  # fmt: skip
+    for column in (
+        "n",
+        "delta_val_loss_mean",
+        "delta_val_loss_ci95",
+        "delta_val_loss_p",
+        "val_bpc_mean",
+        "converged_frac",
+    ):
         assert column in summary.columns, column
     assert summary.set_index("sharing").loc["none", "delta_val_loss_mean"] == 0
     assert "5 of 5 completed runs did not converge" in markdown
@@ -98,9 +110,16 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-        )  # fmt: skip
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.on("console", lambda m: console.append((m.type, m.text)))
         page.on("pageerror", lambda e: console.append(("pageerror", str(e))))
@@ -184,20 +203,31 @@ def test_runs_frame_and_summary_from_the_sweep(smoke_sweep):
 
 def _record(task: str, sharing: str, seed: int, val_loss: float, status: str = "completed", **cfg):
     return {
-        "run_id": f"{task}-{sharing}-{seed}-{cfg}", "experiment": "t", "sweep_id": "s", "task": task,
-        "model": "tiny", "sharing": sharing, "seed": seed, "status": status,
+        "run_id": f"{task}-{sharing}-{seed}-{cfg}",
+        "experiment": "t",
+        "sweep_id": "s",
+        "task": task,
+        "model": "tiny",
+        "sharing": sharing,
+        "seed": seed,
+        "status": status,
         "config": {"task": {"name": task, **cfg}, "trainer": {"seed": seed}},
-        "params": {"total": 100 if sharing == "none" else 80}, "metrics": {"val_loss": val_loss},
-    }  # fmt: skip
+        "params": {"total": 100 if sharing == "none" else 80},
+        "metrics": {"val_loss": val_loss},
+    }
 
 
 def test_summary_statistics_over_seeds(tmp_path):
     records = [
-        _record("synth", "none", 0, 2.0, overlap=0.5), _record("synth", "none", 1, 3.0, overlap=0.5),
-        _record("synth", "none", 2, 4.0, overlap=0.5), _record("synth", "qkv", 0, 1.0, overlap=0.5),
-        _record("synth", "qkv", 1, 2.0, overlap=0.5), _record("synth", "none", 0, 9.0, overlap=0.0),
-        _record("synth", "qkv", 0, 7.0, overlap=0.0), _record("synth", "qkv", 2, 0.0, status="failed", overlap=0.5),
-    ]  # fmt: skip
+        _record("synth", "none", 0, 2.0, overlap=0.5),
+        _record("synth", "none", 1, 3.0, overlap=0.5),
+        _record("synth", "none", 2, 4.0, overlap=0.5),
+        _record("synth", "qkv", 0, 1.0, overlap=0.5),
+        _record("synth", "qkv", 1, 2.0, overlap=0.5),
+        _record("synth", "none", 0, 9.0, overlap=0.0),
+        _record("synth", "qkv", 0, 7.0, overlap=0.0),
+        _record("synth", "qkv", 2, 0.0, status="failed", overlap=0.5),
+    ]
     for i, r in enumerate(records):
         (tmp_path / str(i)).mkdir()
         (tmp_path / str(i) / "run.json").write_text(json.dumps(r))
@@ -239,9 +269,22 @@ def test_wandb_runs_give_the_same_row_as_run_json(smoke_sweep):
             info["config"], wandb_offline.summary(run_file), info["name"], info["group"]
         )
     )
-    for key in ("run_id", "task", "sharing", "model", "seed", "status", "params_total",
-                "params_untied_total", "val_loss", "bleu", "train_tokens_per_s", "overlap",
-                "cfg.task.vocab_size", "params.attention"):  # fmt: skip
+    for key in (
+        "run_id",
+        "task",
+        "sharing",
+        "model",
+        "seed",
+        "status",
+        "params_total",
+        "params_untied_total",
+        "val_loss",
+        "bleu",
+        "train_tokens_per_s",
+        "overlap",
+        "cfg.task.vocab_size",
+        "params.attention",
+    ):
         assert remote[key] == local[key], key
 
 
@@ -355,8 +398,13 @@ def test_report_logs_figures_and_table_back_to_the_sweeps_wandb_group(smoke_swee
     _, sweep = smoke_sweep
     env = {**os.environ, "WANDB_MODE": "offline"}
     exe = shutil.which("tiedharness-report", path=str(Path(sys.executable).parent))
-    out = subprocess.run([exe, str(sweep), "--out", str(tmp_path), "--log-to-wandb"],
-                         capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    out = subprocess.run(
+        [exe, str(sweep), "--out", str(tmp_path), "--log-to-wandb"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
     info = wandb_offline.run_info(run_file)
@@ -368,8 +416,9 @@ def test_report_logs_figures_and_table_back_to_the_sweeps_wandb_group(smoke_swee
     assert table["summary/nrows"] == 5
     (table_file,) = run_file.parent.glob("files/media/table/summary_*.table.json")
     logged_table = json.loads(table_file.read_text())
-    columns = {c: [row[i] for row in logged_table["data"]]
-               for i, c in enumerate(logged_table["columns"])}  # fmt: skip
+    columns = {
+        c: [row[i] for row in logged_table["data"]] for i, c in enumerate(logged_table["columns"])
+    }
     assert columns["n"] == [1] * 5  # numbers, not "1"
     assert all(isinstance(v, float) for v in columns["val_loss_mean"])
     assert columns["sharing"][0] == "none"
@@ -377,8 +426,11 @@ def test_report_logs_figures_and_table_back_to_the_sweeps_wandb_group(smoke_swee
     (artifact,) = [a for a in wandb_offline.artifacts(run_file) if a["type"] != "run_table"]
     assert artifact["type"] == "report" and artifact["name"] == f"report-{record['sweep_id']}"
     assert artifact["metadata"]["runs"] == {"completed": 5}
-    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
-               if p.is_file() and "wandb" not in p.parts}  # fmt: skip
+    written = {
+        p.relative_to(tmp_path).as_posix()
+        for p in tmp_path.rglob("*")
+        if p.is_file() and "wandb" not in p.parts
+    }
     assert set(artifact["files"]) == written
     html = tmp_path / "report.html"
     assert (
@@ -417,12 +469,20 @@ def test_options_label_variants_and_a_rerun_is_not_a_replicate(tmp_path):
     def record(i: int, sharing: str, mask: bool, loss: float) -> dict:
         strategies = [] if sharing == "none" else [sharing]
         return {
-            "run_id": f"s-{i}", "sweep_id": "s", "task": "copy", "model": "tiny",
-            "sharing": sharing, "seed": 0, "status": "completed",
-            "config": {"task": {"name": "copy"}, "trainer": {"seed": 0},
-                       "sharing": {"strategies": strategies, "qk_mask_self": mask}},
+            "run_id": f"s-{i}",
+            "sweep_id": "s",
+            "task": "copy",
+            "model": "tiny",
+            "sharing": sharing,
+            "seed": 0,
+            "status": "completed",
+            "config": {
+                "task": {"name": "copy"},
+                "trainer": {"seed": 0},
+                "sharing": {"strategies": strategies, "qk_mask_self": mask},
+            },
             "metrics": {"val_loss": loss},
-        }  # fmt: skip
+        }
 
     grid = [("none", True, 2.0), ("none", False, 2.0), ("qk", True, 1.5), ("qk", False, 2.5)]
     for i, (sharing, mask, loss) in enumerate(grid):
@@ -443,7 +503,13 @@ def test_options_label_variants_and_a_rerun_is_not_a_replicate(tmp_path):
 def test_source_wandb_without_credentials_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    result = report_cli("--source", "wandb", "--wandb-path", "someone/tiedharness",
-                        "--out", str(tmp_path / "report"))  # fmt: skip
+    result = report_cli(
+        "--source",
+        "wandb",
+        "--wandb-path",
+        "someone/tiedharness",
+        "--out",
+        str(tmp_path / "report"),
+    )
     assert result.returncode == 2
     assert "wandb login" in result.stderr and "Traceback" not in result.stderr

@@ -19,15 +19,23 @@ import wandb_offline
 from conftest import tiny_model, train_cli
 
 from tiedharness.analysis.aggregate import load_runs
+from tiedharness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tiedharness.cli.train import new_folder
 from tiedharness.tracking.record import RunRecord
 from tiedharness.tracking.run_folder import RunFolder, RunFolderError, observed_status
-from tiedharness.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 # A copy task small enough to run in seconds, long enough to be interrupted.
-RUN = ["task=copy", "task.train_examples=2000", "model=tiny", "trainer.max_steps=40",
-       "trainer.checkpoint_every=5", "trainer.eval_every=10", "trainer.log_every=5",
-       "trainer.decode_examples=8", "trainer.test_examples=8"]  # fmt: skip
+RUN = [
+    "task=copy",
+    "task.train_examples=2000",
+    "model=tiny",
+    "trainer.max_steps=40",
+    "trainer.checkpoint_every=5",
+    "trainer.eval_every=10",
+    "trainer.log_every=5",
+    "trainer.decode_examples=8",
+    "trainer.test_examples=8",
+]
 TIMINGS = ("train_tokens_per_s", "infer_tokens_per_s", "wall_s", "peak_mem_mb")
 
 
@@ -117,9 +125,15 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_rerun_completes(uninterrup
 
 
 def test_a_killed_sweep_resumes_in_its_folder(tmp_path):
-    grid = ["-m", "experiment=smoke", "sharing=none,embed_output,encdec_vocab,positional,qkv,qk",
-            "trainer.max_steps=30", "trainer.checkpoint_every=3", "logger=none",
-            f"results_dir={tmp_path}"]  # fmt: skip
+    grid = [
+        "-m",
+        "experiment=smoke",
+        "sharing=none,embed_output,encdec_vocab,positional,qkv,qk",
+        "trainer.max_steps=30",
+        "trainer.checkpoint_every=3",
+        "logger=none",
+        f"results_dir={tmp_path}",
+    ]
     proc = start_cli(*grid)
     (sweep_dir,) = _wait_for_glob(tmp_path / "smoke", proc)
     wait_for(sweep_dir / "3" / "checkpoint.pt", proc)
@@ -140,8 +154,10 @@ def test_a_killed_sweep_resumes_in_its_folder(tmp_path):
 
     report = subprocess.run(
         [shutil.which("tiedharness-report", path=str(Path(sys.executable).parent)), str(sweep_dir)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr[-2000:]
     runs = load_runs(sweep_dir)
     assert runs.frame["status"].tolist() == ["completed"] * 6
@@ -155,9 +171,14 @@ def _wait_for_glob(folder: Path, proc: subprocess.Popen) -> list[Path]:
 
 
 def test_two_sweeps_started_together_get_their_own_folders(tmp_path):
-    common = ["-m", "experiment=smoke", "trainer.max_steps=4", "logger=none",
-              "trainer.num_threads=1",  # two processes on two cores: one thread each
-              f"results_dir={tmp_path}"]  # fmt: skip
+    common = [
+        "-m",
+        "experiment=smoke",
+        "trainer.max_steps=4",
+        "logger=none",
+        "trainer.num_threads=1",  # two processes on two cores: one thread each
+        f"results_dir={tmp_path}",
+    ]
     first = start_cli(*common)
     second = start_cli(*common, "sharing=none", "trainer.seed=0,1,2,3,4")
     for proc in (first, second):
@@ -179,8 +200,11 @@ def test_a_new_folder_is_never_shared(tmp_path):
     assert new_folder(str(base)) == str(base)
     assert new_folder(str(base)) == f"{base}-2"
     assert new_folder(str(base)) == f"{base}-3"
-    assert sorted(p.name for p in base.parent.iterdir()) == [base.name, f"{base.name}-2",
-                                                             f"{base.name}-3"]  # fmt: skip
+    assert sorted(p.name for p in base.parent.iterdir()) == [
+        base.name,
+        f"{base.name}-2",
+        f"{base.name}-3",
+    ]
 
 
 def test_a_folder_owned_by_a_live_process_is_not_trained_twice(tmp_path):
@@ -190,8 +214,13 @@ def test_a_folder_owned_by_a_live_process_is_not_trained_twice(tmp_path):
         assert RunFolder(tmp_path).owner_alive() is True
         with pytest.raises(RunFolderError, match="being trained by another process"):
             RunFolder(tmp_path).acquire()
-        out = train_cli(*RUN, "trainer.max_steps=2", "logger=none", f"hydra.run.dir={tmp_path}",
-                        results=tmp_path)  # fmt: skip
+        out = train_cli(
+            *RUN,
+            "trainer.max_steps=2",
+            "logger=none",
+            f"hydra.run.dir={tmp_path}",
+            results=tmp_path,
+        )
         assert out.returncode == 2 and "being trained by another process" in out.stderr
         assert not (tmp_path / "run.json").exists()  # nothing written
     finally:
@@ -201,12 +230,20 @@ def test_a_folder_owned_by_a_live_process_is_not_trained_twice(tmp_path):
 
 def test_a_folder_holding_another_config_is_left_alone(uninterrupted):
     def files() -> dict:  # all but the lock's note of who last held it
-        return {p.name: p.read_bytes() for p in uninterrupted.iterdir()
-                if p.is_file() and p.name != ".lock"}  # fmt: skip
+        return {
+            p.name: p.read_bytes()
+            for p in uninterrupted.iterdir()
+            if p.is_file() and p.name != ".lock"
+        }
 
     before = files()
-    out = train_cli(*RUN, "trainer.lr=0.01", "logger=none", f"hydra.run.dir={uninterrupted}",
-                    results=uninterrupted)  # fmt: skip
+    out = train_cli(
+        *RUN,
+        "trainer.lr=0.01",
+        "logger=none",
+        f"hydra.run.dir={uninterrupted}",
+        results=uninterrupted,
+    )
     assert out.returncode == 2 and "another configuration" in out.stderr
     assert files() == before
 
@@ -247,9 +284,16 @@ def test_an_emptied_training_split_stops_before_training(tmp_path):
         (corpus / f"{split}.src").write_text("the cat sat on the mat today\n" * 20)
         (corpus / f"{split}.tgt").write_text("die katze sass heute auf der matte\n" * 20)
     started = time.monotonic()
-    out = train_cli("task=parallel_text", f"task.data_dir={corpus}", "task.max_len=4",
-                    "model=tiny", "trainer.profile=false", "logger=none",
-                    f"hydra.run.dir={tmp_path / 'run'}", results=tmp_path)  # fmt: skip
+    out = train_cli(
+        "task=parallel_text",
+        f"task.data_dir={corpus}",
+        "task.max_len=4",
+        "model=tiny",
+        "trainer.profile=false",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        results=tmp_path,
+    )
     assert out.returncode != 0 and "task.max_len" in out.stderr
     assert time.monotonic() - started < 60
 
@@ -283,13 +327,22 @@ def test_threads_follow_the_cpus_this_process_may_use(tmp_path):
     taskset = shutil.which("taskset")
     if taskset:
         exe = shutil.which("tiedharness-train", path=str(Path(sys.executable).parent))
-        out = subprocess.run([taskset, "-c", "0", exe, *run, f"hydra.run.dir={tmp_path / 'a'}"],
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        out = subprocess.run(
+            [taskset, "-c", "0", exe, *run, f"hydra.run.dir={tmp_path / 'a'}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         assert record(tmp_path / "a")["env"]["threads"] == 1
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     exe = shutil.which("tiedharness-train", path=str(Path(sys.executable).parent))
-    out = subprocess.run([exe, *run, f"hydra.run.dir={tmp_path / 'b'}"], env=env,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [exe, *run, f"hydra.run.dir={tmp_path / 'b'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert record(tmp_path / "b")["env"]["threads"] == 1

@@ -1,4 +1,4 @@
-"""Hyperparameter search: one Optuna study per cell of a grid (tiedharness/search.py), and
+"""Hyperparameter search: one Optuna study per cell of a grid (tiedharness/sweep/search.py), and
 Hydra's own Optuna sweeper over the training app, both as real Hydra multiruns."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import sweep_records, train_cli
-from tiedharness.search import parse_grid
+from tiedharness.sweep.search import parse_grid
 
 
 def test_the_grid_is_split_into_cells_with_the_first_seed():
@@ -40,25 +40,43 @@ def test_the_grid_is_split_into_cells_with_the_first_seed():
     ],
 )
 def test_a_bad_search_stops_before_any_job_and_says_what_to_change(tmp_path, setting, message):
-    out = train_cli("-m", "experiment=smoke", "hparams_search=lr_warmup", setting, "logger=none",
-                    results=tmp_path)  # fmt: skip
+    out = train_cli(
+        "-m",
+        "experiment=smoke",
+        "hparams_search=lr_warmup",
+        setting,
+        "logger=none",
+        results=tmp_path,
+    )
     assert out.returncode == 2 and f"error: {message}" in out.stderr
     assert "Traceback" not in out.stderr and "continue it with" not in out.stderr
     assert not [p for p in tmp_path.rglob("*") if p.name.isdigit()]  # no job folder
 
 
 def test_an_unknown_direction_is_refused():
-    from tiedharness.search import StudyPerCellSweeper
+    """The library raises; the plugin Hydra loads (the command's side) exits with 2."""
+    from hydra_plugins.tiedharness_search import StudyPerCellSweeper as Plugin
+    from tiedharness.sweep.search import SearchConfigError, StudyPerCellSweeper
 
+    search = {"trainer.lr": "interval(0, 1)"}
+    with pytest.raises(SearchConfigError, match="minimize or maximize"):
+        StudyPerCellSweeper(sampler=None, direction="up", search=search)
     with pytest.raises(SystemExit) as stop:
-        StudyPerCellSweeper(sampler=None, direction="up", search={"trainer.lr": "interval(0, 1)"})
+        Plugin(sampler=None, direction="up", search=search)
     assert stop.value.code == 2
 
 
 def test_each_strategy_gets_a_study_of_its_own(tmp_path):
     # the acceptance command, on two of the smoke study's five strategies
-    out = train_cli("-m", "experiment=smoke", "hparams_search=lr_warmup", "sharing=none,qkv",
-                    "hydra.sweeper.n_trials=3", "logger=none", results=tmp_path)  # fmt: skip
+    out = train_cli(
+        "-m",
+        "experiment=smoke",
+        "hparams_search=lr_warmup",
+        "sharing=none,qkv",
+        "hydra.sweeper.n_trials=3",
+        "logger=none",
+        results=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "sweep of 6 jobs" in out.stdout and "[6/6]" in out.stdout
     jobs = sweep_records(tmp_path)
@@ -80,10 +98,17 @@ def test_each_strategy_gets_a_study_of_its_own(tmp_path):
 
 
 def test_hydras_optuna_sweeper_searches_the_training_app(tmp_path):
-    out = train_cli("-m", "experiment=smoke", "hydra/sweeper=optuna", "sharing=qkv",
-                    "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
-                    "trainer.lr=tag(log, interval(1e-3, 1e-2))", "logger=none",
-                    results=tmp_path)  # fmt: skip
+    out = train_cli(
+        "-m",
+        "experiment=smoke",
+        "hydra/sweeper=optuna",
+        "sharing=qkv",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=1",
+        "trainer.lr=tag(log, interval(1e-3, 1e-2))",
+        "logger=none",
+        results=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = sweep_records(tmp_path)
     results = yaml.safe_load((jobs[0][0].parent / "optimization_results.yaml").read_text())
@@ -127,9 +152,17 @@ def test_a_killed_search_continues_in_its_folder(tmp_path):
 
     from tests.test_resume import _wait_for_glob, start_cli, wait_for
 
-    search = ["-m", "experiment=smoke", "hparams_search=lr_warmup", "sharing=qkv",
-              "hydra.sweeper.n_trials=3", "trainer.max_steps=30", "trainer.checkpoint_every=3",
-              "logger=none", f"results_dir={tmp_path}"]  # fmt: skip
+    search = [
+        "-m",
+        "experiment=smoke",
+        "hparams_search=lr_warmup",
+        "sharing=qkv",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_steps=30",
+        "trainer.checkpoint_every=3",
+        "logger=none",
+        f"results_dir={tmp_path}",
+    ]
     proc = start_cli(*search)
     (sweep_dir,) = _wait_for_glob(tmp_path / "smoke", proc)
     wait_for(sweep_dir / "1" / "checkpoint.pt", proc)  # the second trial
@@ -151,3 +184,26 @@ def test_a_killed_search_continues_in_its_folder(tmp_path):
         record = jobs[trial["job"]][1]
         assert record["config"]["trainer"]["lr"] == trial["params"]["trainer.lr"]
         assert trial["value"] == record["metrics"]["val_loss"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "jobs"),
+    [
+        (["task=copy"], 1),  # -m with nothing swept: one job
+        (["task=copy", "sharing=none,qkv", "trainer.seed=0,1,2"], 6),  # a command-line grid
+        (["experiment=smoke"], 5),  # the study's grid (hydra.sweeper.params)
+        (["experiment=smoke", "trainer.seed=0,1"], 10),
+    ],
+)
+def test_the_sweep_counts_its_jobs_before_the_first(overrides, jobs):
+    from hydra import compose, initialize_config_dir
+
+    import tiedharness.cli.train  # noqa: F401  (registers the th.new_folder resolver)
+    from tiedharness.cli import CONF_DIR
+    from tiedharness.sweep.summary import grid_size
+
+    plain = [o for o in overrides if "," not in o]  # compose takes no sweeps: Hydra's
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        config = compose("train", overrides=plain, return_hydra_config=True)
+    config.hydra.overrides.task = overrides  # the command line, as a multirun records it
+    assert grid_size(config) == jobs

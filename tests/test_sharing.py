@@ -4,6 +4,7 @@ from the strategies, so a strategy that ties too much or too little fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 
@@ -12,9 +13,11 @@ import torch
 from conftest import LM_STRATEGIES, batch, logits_of, tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
+from tiedharness.model.config import SharingConfig
 from tiedharness.model.decoding import greedy_translate
+from tiedharness.model.labels import parse_label, strategy_label, variant_label
 from tiedharness.model.params import count_params
-from tiedharness.model.sharing import STRATEGIES, build_model, layer_plan
+from tiedharness.model.sharing import STRATEGIES, SharingNotApplicable, build_model, layer_plan
 from tiedharness.training.optim import build_optimizer
 from tiedharness.vocab import Vocab
 
@@ -368,6 +371,22 @@ def test_cross_layer_plan_must_divide_the_layer_count():
         )
 
 
+@pytest.mark.parametrize(
+    ("n", "m", "plan", "message"),
+    [
+        # the multiple is checked first, so a too-large unique names the plans that fit
+        (2, 3, "sequence", r"2 layers are not a multiple of 3; choose unique from \[1, 2\]"),
+        (2, 3, "cycle_rev", r"2 layers are not a multiple of 3; .* or plan=cycle"),
+        (3, 2, "sequence", r"3 layers are not a multiple of 2; choose unique from \[1, 3\]"),
+        (2, 3, "cycle", r"unique=3 does not fit a stack of 2 layers: choose 1 ≤ unique ≤ 2"),
+    ],
+)
+def test_a_plan_that_does_not_fit_is_not_applicable(n, m, plan, message):
+    """SharingNotApplicable, so that a sweep records the cell as skipped, not failed."""
+    with pytest.raises(SharingNotApplicable, match=message):
+        layer_plan(n, m, plan)
+
+
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(ValueError, match="unknown strategy 'tied_everything'") as err:
         tiny_model("tied_everything")
@@ -401,3 +420,52 @@ def test_building_a_tied_model_leaves_other_models_untied():
     assert sum(p.numel() for p in untied.parameters()) == sum(
         p.numel() for _, p in tied.named_parameters(remove_duplicate=False)
     )
+
+
+# ---------------------------------------------------------------------------- labels
+
+
+def test_strategy_label_joins_the_strategies():
+    assert strategy_label([]) == "none"
+    assert strategy_label(["qkv"]) == "qkv"
+    assert strategy_label(("embed_output", "qkv")) == "embed_output+qkv"
+    assert SharingConfig.of("embed_output", "qkv").name == "embed_output+qkv"
+    assert SharingConfig.of().name == "none"
+
+
+@pytest.mark.parametrize(
+    ("label", "strategies", "options"),
+    [
+        ("none", "none", ""),
+        ("qk", "qk", ""),
+        ("qk+mask_self", "qk", "mask_self"),
+        ("embed_output+qkv", "embed_output+qkv", ""),
+        ("qkv+scope=all", "qkv", "scope=all"),
+        ("cross_layer+unique=3+plan=cycle", "cross_layer", "unique=3+plan=cycle"),
+    ],
+)
+def test_labels_parse_back(label, strategies, options):
+    assert parse_label(label) == (strategies, options)
+    assert parse_label(label).strategy == strategies and parse_label(label).options == options
+
+
+@pytest.mark.parametrize(
+    ("strategies", "options", "label"),
+    [
+        (("qk",), {"qk_mask_self": True}, "qk+mask_self"),
+        ((), {"qk_mask_self": True, "attention_scope": "all"}, "none"),  # none ignores options
+        (("qkv",), {"qk_mask_self": True, "attention_scope": "all"}, "qkv+scope=all"),
+        (
+            ("cross_layer",),
+            {"cross_layer": {"unique": 2, "plan": "cycle"}},
+            "cross_layer+unique=2+plan=cycle",
+        ),
+        (("embed_output", "qkv"), {}, "embed_output+qkv"),
+    ],
+)
+def test_variant_label_names_the_options_that_change_the_strategies(strategies, options, label):
+    cfg = SharingConfig.of(*strategies, **options)
+    assert variant_label(cfg.name, dataclasses.asdict(cfg)) == label
+    assert parse_label(label).strategy == cfg.name
+    # as a run record stores them: plain JSON values, defaults left out
+    assert variant_label(cfg.name, options) == label

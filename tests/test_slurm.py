@@ -26,17 +26,29 @@ pytestmark = pytest.mark.skipif(
     reason="no SLURM cluster up here (scripts/start_slurm.sh needs root and apt to start one)",
 )
 
-SWEEP = ["-m", "task=copy", "task.train_examples=2000", "model=tiny",
-         "trainer.checkpoint_every=10", "trainer.eval_every=100", "trainer.log_every=10",
-         "trainer.decode_examples=8", "trainer.test_examples=8", "logger=none",
-         "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
-         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]  # fmt: skip
+SWEEP = [
+    "-m",
+    "task=copy",
+    "task.train_examples=2000",
+    "model=tiny",
+    "trainer.checkpoint_every=10",
+    "trainer.eval_every=100",
+    "trainer.log_every=10",
+    "trainer.decode_examples=8",
+    "trainer.test_examples=8",
+    "logger=none",
+    "hydra/launcher=submitit_slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+]
 
 
 def start_sweep(*args: str) -> subprocess.Popen:
     exe = shutil.which("tiedharness-train", path=str(Path(sys.executable).parent))
-    return subprocess.Popen([exe, *SWEEP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    return subprocess.Popen(
+        [exe, *SWEEP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def run_to_end(proc: subprocess.Popen, timeout: float = 480) -> tuple[str, str]:
@@ -45,8 +57,9 @@ def run_to_end(proc: subprocess.Popen, timeout: float = 480) -> tuple[str, str]:
     deadline = time.monotonic() + timeout
     while proc.poll() is None:
         assert time.monotonic() < deadline, "the sweep did not end"
-        held = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i %r"], capture_output=True,
-                              text=True).stdout.split("\n")  # fmt: skip
+        held = subprocess.run(
+            ["squeue", "-h", "-t", "PD", "-o", "%i %r"], capture_output=True, text=True
+        ).stdout.split("\n")
         for line in held:
             if line.endswith("BeginTime"):
                 subprocess.run(["scontrol", "update", f"jobid={line.split()[0]}", "starttime=now"])
@@ -77,8 +90,9 @@ def check_resumed_run(run_dir: Path, steps: int) -> dict:
 
 
 def test_a_preempted_job_is_requeued_and_resumes(tmp_path):
-    proc = start_sweep("sharing=none,embed_output", "trainer.max_steps=300",
-                       f"results_dir={tmp_path}")  # fmt: skip
+    proc = start_sweep(
+        "sharing=none,embed_output", "trainer.max_steps=300", f"results_dir={tmp_path}"
+    )
     deadline = time.monotonic() + 120
     while not list((tmp_path / "adhoc").glob("*/0")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
@@ -100,9 +114,13 @@ def test_a_preempted_job_is_requeued_and_resumes(tmp_path):
 def test_a_job_that_reaches_its_time_limit_is_requeued_and_resumes(tmp_path):
     # one minute per start; SLURM signals it 30 s before the limit (give or take SLURM's
     # one-minute resolution, so at most 30 s in), so ~30 s of training needs a requeue
-    proc = start_sweep("trainer.max_steps=300", "hydra.launcher.timeout_min=1",
-                       "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=10",
-                       f"results_dir={tmp_path}")  # fmt: skip
+    proc = start_sweep(
+        "trainer.max_steps=300",
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=30",
+        "hydra.launcher.max_num_timeout=10",
+        f"results_dir={tmp_path}",
+    )
     _, err = run_to_end(proc)
     assert proc.returncode == 0, err[-3000:]
     (run_dir,) = (tmp_path / "adhoc").glob("*/0")

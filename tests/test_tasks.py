@@ -17,8 +17,12 @@ from tiedharness.tasks.synthetic import Lexicon, SynthConfig
 from tiedharness.tasks.tokenize import decode, encode, train_tokenizer
 from tiedharness.vocab import EOS_ID, Vocab
 
-SMALL_SYNTH = {"name": "synth_translation", "train_examples": 2000, "valid_examples": 100,
-               "test_examples": 100}  # fmt: skip
+SMALL_SYNTH = {
+    "name": "synth_translation",
+    "train_examples": 2000,
+    "valid_examples": 100,
+    "test_examples": 100,
+}
 
 
 def synth(**options) -> dict:
@@ -93,8 +97,13 @@ def test_parallel_text_reads_line_aligned_files(tmp_path):
     for split, n in (("train", 40), ("valid", 5)):
         (tmp_path / f"{split}.en").write_text("".join(f"hello world {i}\n" for i in range(n)))
         (tmp_path / f"{split}.de").write_text("".join(f"hallo welt {i}\n" for i in range(n)))
-    cfg = {"name": "parallel_text", "data_dir": str(tmp_path), "src_lang": "en", "tgt_lang": "de",
-           "vocab_size": 60}  # fmt: skip
+    cfg = {
+        "name": "parallel_text",
+        "data_dir": str(tmp_path),
+        "src_lang": "en",
+        "tgt_lang": "de",
+        "vocab_size": 60,
+    }
     splits = make_task(cfg).load()
     assert splits["train"][3] == ("hello world 3", "hallo welt 3")
     assert splits["test"] == []
@@ -116,8 +125,9 @@ def test_lm_windows_predict_every_token_once(tmp_path):
     lines = [f"line {i} says something about {i % 7}" for i in range(200)]
     (tmp_path / "train.txt").write_text("\n".join(lines))
     (tmp_path / "valid.txt").write_text("\n".join(lines[:20]))
-    data = build_task({"name": "text_lm", "data_dir": str(tmp_path), "block_size": 16,
-                       "vocab_size": 100})  # fmt: skip
+    data = build_task(
+        {"name": "text_lm", "data_dir": str(tmp_path), "block_size": 16, "vocab_size": 100}
+    )
     tok = data.tgt_tokenizer
     stream = [t for ids in encode(tok, lines) for t in [*ids, EOS_ID]]
     windows = data.splits["train"].tgt.to_lists()

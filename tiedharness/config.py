@@ -16,17 +16,22 @@ it, so every default is written once, in its dataclass:
 Composition then rejects unknown keys, wrong types and choices outside an enum, naming
 the key; the value checks run when `JobConfig.from_config` builds the objects, which
 every job does before it builds any data.
+
+`tiedharness-params` and `tiedharness-data` put a root schema first in their primary
+config (`params_schema`: ParamsConfig, `data_schema`: DataConfig), so their own keys
+(`format`, the vocabulary sizes) are typed and checked the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from tiedharness.model.config import Arch, ModelConfig, SharingConfig
-from tiedharness.schema import from_values
+from tiedharness.schema import Choice, from_values
 from tiedharness.tasks import TASKS, Task, TaskConfig, task_schema
 from tiedharness.tracking.config import LoggerConfig
 from tiedharness.training.config import TrainerConfig
@@ -39,13 +44,44 @@ GROUP_SCHEMAS = {
 }
 
 
+class OutputFormat(Choice):
+    table = "table"
+    json = "json"
+
+
+@dataclass
+class ParamsConfig:
+    """Root of `tiedharness-params` (conf/params.yaml)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sharing: SharingConfig | None = None  # unset: report every strategy
+    vocab_size: int = 8000  # one joint vocabulary for both sides
+    src_vocab_size: int | None = None  # set both of these for separate vocabularies
+    tgt_vocab_size: int | None = None
+    format: OutputFormat = OutputFormat.table
+
+
+@dataclass
+class DataConfig:
+    """Root of `tiedharness-data` (conf/data.yaml)."""
+
+    task: Any = MISSING  # each task's own schema (conf/task/)
+    format: OutputFormat = OutputFormat.table
+
+
+ROOT_SCHEMAS = {"params_schema": ParamsConfig, "data_schema": DataConfig}
+
+
 def register_schemas() -> None:
-    """Store every group's schema in Hydra's ConfigStore (idempotent)."""
+    """Store every group's schema, and the commands' root schemas, in Hydra's
+    ConfigStore (idempotent)."""
     store = ConfigStore.instance()
     for group, schema in GROUP_SCHEMAS.items():
         store.store(group=group, name="schema", node=schema)
     for name in TASKS:
         store.store(group="task", name=f"schema_{name}", node=task_schema(name))
+    for name, schema in ROOT_SCHEMAS.items():
+        store.store(name=name, node=schema)
 
 
 @dataclass
@@ -61,7 +97,11 @@ class JobConfig:
     @classmethod
     def from_config(cls, config: DictConfig | dict) -> JobConfig:
         """Each group merged onto its schema (a composed config already is; a plain dict
-        is checked the same way) and built, which runs the value checks."""
+        is checked the same way) and built, which runs the value checks. Interpolations
+        are resolved against the whole config first (a cell's `${scale.…}`): merged alone
+        onto its schema, a group could not see them."""
+        if isinstance(config, DictConfig):
+            config = OmegaConf.to_container(config, resolve=True)
         schemas = {"task": task_schema(config["task"]["name"]), **GROUP_SCHEMAS}
         return cls(
             **{group: from_values(schema, config[group]) for group, schema in schemas.items()}

@@ -16,7 +16,12 @@ from typing import Any
 
 
 class Choice(str, Enum):
-    """A config choice: compares, hashes, prints and serialises as its plain string."""
+    """A config choice: compares, hashes, prints and serialises as its plain string.
+    A member declared with `enum.auto()` takes its own name as its value."""
+
+    @staticmethod
+    def _generate_next_value_(name: str, start: int, count: int, last_values: list) -> str:
+        return name
 
     def __str__(self) -> str:
         return self.value

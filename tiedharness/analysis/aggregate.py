@@ -8,21 +8,19 @@ in the warnings and left out.
 
 Cells (docs/concepts.md): task, the model's effective shape, and every other key the
 runs vary, with a placeholder where a run lacks the key. Sharing options are not cell
-keys but part of the run's label (`qk+mask_self`), so `none` is the baseline of every
-variant. A second completed run of the same cell, label and seed is not a replicate: it
-is flagged (`duplicate`) and left out of the statistics.
+keys but part of the run's label (`qk+mask_self`, tiedharness/model/labels.py), so
+`none` is the baseline of every variant. A second completed run of the same cell, label
+and seed is not a replicate: it is flagged (`duplicate`) and left out of the statistics.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from tiedharness.analysis.stats import (
     MIN_SEEDS,
@@ -31,20 +29,34 @@ from tiedharness.analysis.stats import (
     ci95,
     paired_difference,
 )
-from tiedharness.model.config import SharingConfig
-from tiedharness.model.names import SHARING_OPTIONS
+from tiedharness.model.labels import variant_label
 from tiedharness.tracking.record import IDENTITY, RunRecord, RunStatus
 from tiedharness.tracking.run_folder import observed_status
 
 # Columns every row has, whatever the task.
 ID_COLUMNS = [*IDENTITY, "status"]
 # The model settings its label shows (so they are no separate cell keys).
-MODEL_SHAPE = ("model.d_model", "model.d_ff", "model.n_heads", "model.enc_layers",
-               "model.dec_layers")  # fmt: skip
+MODEL_SHAPE = (
+    "model.d_model",
+    "model.d_ff",
+    "model.n_heads",
+    "model.enc_layers",
+    "model.dec_layers",
+)
 # Config keys (or prefixes) that are never cell keys: identity, paths, where logs go, and
 # the sharing options, which are part of the label instead.
-NOT_SWEPT = ("trainer.seed", "task.cache_dir", "task.name", "results_dir", "experiment_name",
-             "sharing.", "logger.", "trainer.num_threads", *MODEL_SHAPE)  # fmt: skip
+NOT_SWEPT = (
+    "trainer.seed",
+    "task.cache_dir",
+    "task.name",
+    "results_dir",
+    "experiment_name",
+    "scale.",  # a study's numbers: the keys they feed show what changed
+    "sharing.",
+    "logger.",
+    "trainer.num_threads",
+    *MODEL_SHAPE,
+)
 MISSING = "–"  # a cell key a run does not have
 
 
@@ -78,28 +90,6 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
             _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
     else:
         out[prefix] = json.dumps(value) if isinstance(value, list) else value
-
-
-def variant_label(strategy: str, options: dict[str, Any]) -> str:
-    """The strategy's name plus the non-default sharing options that change it."""
-    defaults = _sharing_defaults()
-    given: dict[str, Any] = {}
-    _flatten("", options or {}, given)
-    parts = strategy.split("+")
-    for key, (short, applies_to) in SHARING_OPTIONS.items():
-        value = given.get(key, defaults.get(key))
-        if value == defaults.get(key) or not set(parts) & set(applies_to):
-            continue
-        parts.append(short if value is True else f"{short}={value}")
-    return "+".join(parts)
-
-
-@functools.cache
-def _sharing_defaults() -> dict[str, Any]:
-    defaults: dict[str, Any] = {}
-    schema = OmegaConf.structured(SharingConfig)
-    _flatten("", OmegaConf.to_container(schema, enum_to_str=True), defaults)
-    return defaults
 
 
 def model_label(preset: str | None, model: dict[str, Any], lm: bool) -> str:
@@ -203,8 +193,9 @@ def scores_source(records: list[RunRecord], key: str | None) -> str | None:
     """What a report says of its scores: the eval entry and its sacreBLEU signature(s)."""
     if not key:
         return None
-    signatures = sorted({str(r.eval[key].get("signatures", {}).get("bleu"))
-                         for r in records if key in r.eval})  # fmt: skip
+    signatures = sorted(
+        {str(r.eval[key].get("signatures", {}).get("bleu")) for r in records if key in r.eval}
+    )
     return f"tiedharness-eval {key}; sacreBLEU BLEU signature {' / '.join(signatures)}"
 
 

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from tiedharness.analysis.aggregate import MISSING, Runs
 from tiedharness.analysis.tables import WIDE_SPREAD
+from tiedharness.model.labels import parse_label
 from tiedharness.model.names import COMPONENTS, STRATEGY_NAMES
 
 WIDTH = 3.4  # inches: one column of a two-column paper
@@ -49,9 +50,7 @@ def strategy_style(label: str) -> dict:
     by its place in STRATEGY_NAMES; a variant with options (qk+mask_self) keeps its
     strategy's colour with a marker and dashes of its own; a combination of strategies
     gets a stable style of its own."""
-    parts = label.split("+")
-    strategies = "+".join(p for p in parts if p in STRATEGY_NAMES)
-    options = "+".join(p for p in parts if p not in STRATEGY_NAMES)
+    strategies, options = parse_label(label)
     order = list(STRATEGY_NAMES)
     i = order.index(strategies) if strategies in order else len(order) + sum(map(ord, strategies))
     style = {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}
@@ -146,9 +145,9 @@ def _tradeoff(summary: pd.DataFrame, runs: Runs, metric: str, label: str, maximi
         for sharing in _strategy_order(panel["sharing"]):
             sizes = panel[panel["sharing"] == sharing].sort_values("params_total_mean")
             if len(sizes) > 1:
-                ax.plot(sizes["params_total_mean"] / 1e6, sizes[col], linewidth=0.9,
-                        color=strategy_style(sharing)["color"],
-                        linestyle=strategy_style(sharing).get("linestyle", "-"))  # fmt: skip
+                style = strategy_style(sharing)
+                line = {"color": style["color"], "linestyle": style.get("linestyle", "-")}
+                ax.plot(sizes["params_total_mean"] / 1e6, sizes[col], linewidth=0.9, **line)
         front = pareto_front(
             list(zip(panel["params_total_mean"] / 1e6, panel[col], strict=True)), maximize
         )
@@ -193,8 +192,14 @@ def param_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
         palette = plt.get_cmap("Set2").colors  # not the strategies' colours: these are parts
         for i, ((component, _), column) in enumerate(zip(COMPONENTS, columns, strict=True)):
             values = rows.loc[names, column].fillna(0) / 1e6
-            ax.bar(names, values, bottom=bottom, label=component.replace("_", " "), width=0.7,
-                   color=palette[i % len(palette)])  # fmt: skip
+            ax.bar(
+                names,
+                values,
+                bottom=bottom,
+                label=component.replace("_", " "),
+                width=0.7,
+                color=palette[i % len(palette)],
+            )
             bottom += values
         if "none" in rows.index:
             base = rows.loc["none", "params_total"]
@@ -212,42 +217,54 @@ def param_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
     return fig
 
 
-def softmax_cost(runs: Runs, summary: pd.DataFrame) -> Figure:
-    """The output layer's (projection, softmax and loss) share of a training step in FLOPs
-    and in time, and training throughput, vs vocabulary size (joint vocabularies solid,
-    separate dashed; timings whose spread is wide are greyed)."""
+COST_COLUMNS = [
+    "output_step_flops_share",
+    "output_step_time_share",
+    "output_step_time_share_iqr",
+    "train_tokens_per_s",
+]
+
+
+def _cost_runs(runs: Runs) -> pd.DataFrame:
+    """Completed runs that measured the output layer's cost, of tasks run at two or more
+    vocabulary sizes, with their vocabulary kind (joint or separate)."""
     done = runs.completed
-    needed = ["output_step_flops_share", "output_step_time_share", "output_step_time_share_iqr",
-              "train_tokens_per_s"]  # fmt: skip
-    if done.empty or not {"vocab_size_tgt", *needed} <= set(done.columns):
+    if done.empty or not {"vocab_size_tgt", *COST_COLUMNS} <= set(done.columns):
         raise NoData("no run measured the output layer's cost")
     sizes = done.groupby("task")["vocab_size_tgt"].nunique()
     done = done[done["task"].isin(sizes[sizes >= 2].index)]
     if done.empty:
         raise NoData("no task was run at two or more vocabulary sizes")
-    kind = (
-        done["cfg.task.vocab"] if "cfg.task.vocab" in done else pd.Series("joint", index=done.index)
-    )
-    done = done.assign(vocab_kind=kind.fillna("joint"))
+    kind = done.get("cfg.task.vocab", pd.Series("joint", index=done.index))
+    return done.assign(vocab_kind=kind.fillna("joint"))
+
+
+def softmax_cost(runs: Runs, summary: pd.DataFrame) -> Figure:
+    """The output layer's (projection, softmax and loss) share of a training step in FLOPs
+    and in time, and training throughput, vs vocabulary size (joint vocabularies solid,
+    separate dashed; timings whose spread is wide are greyed)."""
+    done = _cost_runs(runs)
     fig, (share_ax, speed_ax) = _panels(2)
     for (task, vocab_kind, sharing), rows in done.groupby(
         ["task", "vocab_kind", "sharing"], sort=False
     ):
-        rows = rows.groupby("vocab_size_tgt")[needed].mean().reset_index()
-        color = strategy_style(sharing)["color"]
+        rows = rows.groupby("vocab_size_tgt")[COST_COLUMNS].mean().reset_index()
         dash = "-" if vocab_kind == "joint" else "--"
         label = f"{task}, {vocab_kind}, {sharing}"
-        share_ax.plot(rows["vocab_size_tgt"], rows["output_step_flops_share"], dash, color=color,
-                      marker="o", markersize=3, label=f"{label} (FLOPs)")  # fmt: skip
-        share_ax.plot(rows["vocab_size_tgt"], rows["output_step_time_share"], dash, color=color,
-                      marker="x", markersize=3, label=f"{label} (time)")  # fmt: skip
-        noisy = rows[
-            rows["output_step_time_share_iqr"] > WIDE_SPREAD * rows["output_step_time_share"]
-        ]
-        share_ax.scatter(noisy["vocab_size_tgt"], noisy["output_step_time_share"], s=40,
-                         color="0.8", zorder=0)  # fmt: skip
-        speed_ax.plot(rows["vocab_size_tgt"], rows["train_tokens_per_s"], dash, color=color,
-                      marker="o", markersize=3, label=label)  # fmt: skip
+        line = {"color": strategy_style(sharing)["color"], "markersize": 3}
+        x = rows["vocab_size_tgt"]
+        share_ax.plot(
+            x, rows["output_step_flops_share"], dash, marker="o", label=f"{label} (FLOPs)", **line
+        )
+        share_ax.plot(
+            x, rows["output_step_time_share"], dash, marker="x", label=f"{label} (time)", **line
+        )
+        wide = rows["output_step_time_share_iqr"] > WIDE_SPREAD * rows["output_step_time_share"]
+        noisy = rows[wide]
+        share_ax.scatter(
+            noisy["vocab_size_tgt"], noisy["output_step_time_share"], s=40, color="0.8", zorder=0
+        )
+        speed_ax.plot(x, rows["train_tokens_per_s"], dash, marker="o", label=label, **line)
     for ax in (share_ax, speed_ax):
         ax.set_xscale("log")
         ax.set_xlabel("target vocabulary size")
@@ -278,11 +295,23 @@ def learning_curves(runs: Runs, summary: pd.DataFrame) -> Figure:
                 .agg(tokens=("tokens", "mean"), mean=("val_loss", "mean"), std=("val_loss", "std"))
             )
             style = strategy_style(sharing)
-            ax.plot(curve["tokens"], curve["mean"], color=style["color"], marker=style["marker"],
-                    markersize=3, linewidth=1, label=sharing)  # fmt: skip
+            ax.plot(
+                curve["tokens"],
+                curve["mean"],
+                color=style["color"],
+                marker=style["marker"],
+                markersize=3,
+                linewidth=1,
+                label=sharing,
+            )
             if curve["std"].notna().any():
-                ax.fill_between(curve["tokens"], curve["mean"] - curve["std"],
-                                curve["mean"] + curve["std"], color=style["color"], alpha=0.15)  # fmt: skip
+                ax.fill_between(
+                    curve["tokens"],
+                    curve["mean"] - curve["std"],
+                    curve["mean"] + curve["std"],
+                    color=style["color"],
+                    alpha=0.15,
+                )
         ax.set_title(_cell_label(cell.iloc[0], runs.swept))
         ax.set_xlabel("target tokens seen")
         ax.set_ylabel("validation loss")
@@ -311,11 +340,18 @@ def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
         for (task, sharing), group in rows.groupby(["task", "sharing"], sort=False):
             group = group.sort_values("overlap_mean")
             style = strategy_style(sharing)
-            ax.errorbar(group["overlap_mean"], group[f"delta_{name}_mean"],
-                        yerr=group[f"delta_{name}_ci95"].fillna(0), color=style["color"],
-                        marker=style["marker"], markersize=4, linewidth=1, capsize=2,
-                        linestyle="-" if task == rows["task"].iloc[0] else ":",
-                        label=f"{sharing}, {task}")  # fmt: skip
+            ax.errorbar(
+                group["overlap_mean"],
+                group[f"delta_{name}_mean"],
+                yerr=group[f"delta_{name}_ci95"].fillna(0),
+                color=style["color"],
+                marker=style["marker"],
+                markersize=4,
+                linewidth=1,
+                capsize=2,
+                linestyle="-" if task == rows["task"].iloc[0] else ":",
+                label=f"{sharing}, {task}",
+            )
         ax.axhline(0, color="0.6", linewidth=0.6)
         ax.set_xlabel("source-target subword overlap (Jaccard)")
         ax.set_ylabel(label)

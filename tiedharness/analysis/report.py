@@ -161,10 +161,10 @@ def log_to_wandb(report: Report, project: str, entity: str | None, group: str | 
     `report`, versioned by W&B each time the sweep is reported again."""
     import wandb
 
-    from tiedharness.tracking.trackers import wandb_mode
+    from tiedharness.tracking.trackers import open_wandb_run, wandb_mode
 
-    with wandb.init(project=project, entity=entity, group=group, job_type="report",
-                    dir=str(report.out_dir), mode=wandb_mode(None)) as run:  # fmt: skip
+    options = {"project": project, "entity": entity, "group": group, "job_type": "report"}
+    with open_wandb_run(report.out_dir, wandb_mode(None), **options) as run:
         run.log({name: wandb.Image(str(paths["png"])) for name, paths in report.figures.items()})
         if not report.summary.empty:
             run.log({"summary": wandb.Table(dataframe=typed_columns(report.summary))})
@@ -184,8 +184,12 @@ def report_artifact(report: Report, group: str | None):
     for paths in report.figures.values():
         for path in paths.values():
             artifact.add_file(str(path), name=f"figures/{path.name}")
-    for path in [*report.tables.values(), report.out_dir / "summary.csv",
-                 report.out_dir / "runs.csv", report.html]:  # fmt: skip
+    for path in [
+        *report.tables.values(),
+        report.out_dir / "summary.csv",
+        report.out_dir / "runs.csv",
+        report.html,
+    ]:
         if path is not None and path.exists():
             artifact.add_file(str(path), name=path.name)
     return artifact

@@ -103,9 +103,10 @@ def budget_lines(runs: Runs) -> list[str]:
         )
     if any(m in done and done[m].notna().any() for m in ("bleu", "chrf", "exact_match")):
         lines.append(
-            f"BLEU, chrF and exact match: {runs.scores}" if runs.scores
+            f"BLEU, chrF and exact match: {runs.scores}"
+            if runs.scores
             else "BLEU, chrF and exact match: the runs' own greedy decoding during training"
-        )  # fmt: skip
+        )
     not_converged = (
         int((~done["converged"].fillna(False).astype(bool)).sum()) if "converged" in done else 0
     )
@@ -125,8 +126,23 @@ def _span(values: pd.Series, fmt: str) -> str:
 def runs_table(runs: Runs) -> tuple[list[str], list[list[str]]]:
     """Every run with its status, swept keys and main numbers; integers as integers."""
     frame = runs.frame
-    columns = ["run_id", "task", "model", *runs.swept, "sharing", "seed", "status", "duplicate",
-               "steps", "tokens", "params_total", "val_loss", "val_bpc", "converged", "error"]  # fmt: skip
+    columns = [
+        "run_id",
+        "task",
+        "model",
+        *runs.swept,
+        "sharing",
+        "seed",
+        "status",
+        "duplicate",
+        "steps",
+        "tokens",
+        "params_total",
+        "val_loss",
+        "val_bpc",
+        "converged",
+        "error",
+    ]
     present = [c for c in columns if c in frame.columns]
     rows = [[_cell(v) for v in r] for r in frame[present].itertuples(index=False)]
     return [c.split(".")[-1] for c in present], rows
@@ -154,9 +170,19 @@ def to_latex(header: list[str], rows: list[list[str]]) -> str:
     """A booktabs table (\\usepackage{booktabs})."""
 
     def tex(cell: str) -> str:
-        for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
-                     ("#", r"\#"), ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("–", "--"),
-                     ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"), ("~", r"\textasciitilde{}")):  # fmt: skip
+        for a, b in (
+            ("\\", r"\textbackslash{}"),
+            ("_", r"\_"),
+            ("%", r"\%"),
+            ("&", r"\&"),
+            ("#", r"\#"),
+            ("±", r"$\pm$"),
+            ("Δ", r"$\Delta$"),
+            ("–", "--"),
+            ("†", r"$^\dagger$"),
+            ("‡", r"$^\ddagger$"),
+            ("~", r"\textasciitilde{}"),
+        ):
             cell = cell.replace(a, b)
         return cell
 

@@ -1,8 +1,10 @@
-"""Entry points, one module each: `tiedharness-params`, `-data`, `-train`, `-report`.
+"""Entry points, one module each: `tiedharness-params`, `-data`, `-train`, `-eval`,
+`-report`.
 
-They are the only code that sees the Hydra config: each turns it into the schema
-objects (tiedharness/config.py) and hands them to library code, so everything below
-the CLI is usable without Hydra.
+They are the only code that sees a command's whole config and chooses exit codes: each
+turns its arguments into the schema objects (tiedharness/config.py) and hands them to
+library code, which raises errors that name the fix; so everything below the CLI is
+usable without Hydra.
 """
 
 from __future__ import annotations

@@ -7,21 +7,20 @@ import json
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import tiedharness.config  # noqa: F401  (registers the config schemas with Hydra)
 from tiedharness.cli import CONF_DIR, fail
+from tiedharness.config import OutputFormat  # importing it registers the config schemas
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="data")
 def main(cfg: DictConfig) -> None:
     from tiedharness.tasks.data import build_task  # tokenizers and torch load only here
 
-    if cfg.format not in ("table", "json"):
-        fail(f"format={cfg.format} is not one of table, json")
     try:
         stats = build_task(OmegaConf.to_object(cfg.task)).stats
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
-    print(json.dumps(stats, indent=2) if cfg.format == "json" else format_data_table(stats))
+    json_out = cfg.format == OutputFormat.json
+    print(json.dumps(stats, indent=2) if json_out else format_data_table(stats))
 
 
 def format_data_table(stats: dict) -> str:

@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"{run_dir}: {err}")
         print(f"{run_dir}  {key}  {shown(scores)}")
         if "training_greedy" in scores:
-            print(f"  the run's own greedy decoding of the same {scores['decoded_examples']} "
-                  f"examples: {shown(scores['training_greedy'])}")  # fmt: skip
+            print(
+                f"  the run's own greedy decoding of the same {scores['decoded_examples']} "
+                f"examples: {shown(scores['training_greedy'])}"
+            )
 
 
 def shown(scores: dict) -> str:
@@ -77,12 +79,11 @@ def shown(scores: dict) -> str:
 def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
     import torch
 
+    from tiedharness.build import build
+    from tiedharness.checkpoint import load_checkpoint
     from tiedharness.config import JobConfig
-    from tiedharness.model.sharing import build_model
     from tiedharness.tasks import make_task
-    from tiedharness.tasks.data import build_task
     from tiedharness.tracking.record import RunRecord
-    from tiedharness.training.checkpoint import load_checkpoint
     from tiedharness.training.evaluation import Evaluator
     from tiedharness.training.metrics import signed_bleu_chrf
 
@@ -93,11 +94,9 @@ def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
             "no checkpoint.pt: only runs trained with checkpoints can be evaluated"
         )
     job = JobConfig.from_config(record.config)
-    task = make_task(job.task)
-    if task.kind == "lm":
+    if make_task(job.task).kind == "lm":  # before building its data
         raise ValueError("an LM run has nothing to decode against references")
-    data = build_task(task)
-    model = build_model(job.model_for(task), data.vocab, job.sharing)
+    _, data, model = build(job)
     model.load_state_dict(checkpoint["trainer"]["model"])
     evaluator = Evaluator(model, data, job.trainer, torch.device("cpu"))
     evaluator.beam, evaluator.length_penalty = settings["beam"], settings["length_penalty"]
@@ -120,8 +119,12 @@ def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
     hypotheses = run_dir / f"eval-{key.replace('/', '-')}.jsonl"
     with hypotheses.open("w") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in evaluator.decoded[split])
-    entry = {**scores, "hypotheses": hypotheses.name, "checkpoint_step": checkpoint["trainer"]["counters"]["step"],
-             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    entry = {
+        **scores,
+        "hypotheses": hypotheses.name,
+        "checkpoint_step": checkpoint["trainer"]["counters"]["step"],
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     record = RunRecord.read(run_dir / "run.json")  # as fresh as possible before writing
     record.eval[key] = entry
     record.write(run_dir)
@@ -151,13 +154,12 @@ def log_to_wandb(record, key: str, entry: dict, run_dir: Path) -> None:
     files go to the run folder where it is now (it may have moved since training)."""
     if not record.wandb or not record.wandb.get("id"):
         return
-    import wandb
+    from tiedharness.tracking.trackers import open_wandb_run
 
     logger = (record.config.get("logger") or {}).get("wandb") or {}
-    with wandb.init(id=record.wandb["id"], resume="allow", project=logger.get("project"),
-                    entity=logger.get("entity"), dir=str(run_dir),
-                    mode=record.wandb.get("mode", "offline"),
-                    settings=wandb.Settings(silent=True, console="off")) as run:  # fmt: skip
+    mode = record.wandb.get("mode", "offline")
+    options = {"project": logger.get("project"), "entity": logger.get("entity")}
+    with open_wandb_run(run_dir, mode, id=record.wandb["id"], resume="allow", **options) as run:
         run.summary.update(
             {f"eval/{key}/{k}": v for k, v in entry.items() if isinstance(v, int | float)}
         )

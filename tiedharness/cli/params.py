@@ -7,8 +7,8 @@ import json
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import tiedharness.config  # noqa: F401  (registers the config schemas with Hydra)
 from tiedharness.cli import CONF_DIR, fail
+from tiedharness.config import OutputFormat  # importing it registers the config schemas
 from tiedharness.model.config import Arch, ModelConfig, SharingConfig
 from tiedharness.model.names import STRATEGY_NAMES
 from tiedharness.model.params import ParamReport, format_table, param_report
@@ -25,8 +25,6 @@ def vocab_from_cfg(cfg: DictConfig) -> Vocab:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="params")
 def main(cfg: DictConfig) -> None:
-    if cfg.format not in ("table", "json"):
-        fail(f"format={cfg.format} is not one of table, json")
     try:
         model_cfg: ModelConfig = OmegaConf.to_object(cfg.model)
         if model_cfg.arch == Arch.auto:  # no task to follow: an encoder-decoder
@@ -47,8 +45,10 @@ def main(cfg: DictConfig) -> None:
         fail(str(err))
 
 
-def print_reports(reports: list, model_cfg: ModelConfig, vocab: Vocab, fmt: str, single: bool):
-    if fmt == "table":
+def print_reports(
+    reports: list, model_cfg: ModelConfig, vocab: Vocab, fmt: OutputFormat, single: bool
+):
+    if fmt == OutputFormat.table:
         print(format_table(reports, model_cfg, vocab))
         return
     rows = [

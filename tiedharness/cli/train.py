@@ -68,11 +68,11 @@ OmegaConf.register_new_resolver("th.new_folder", new_folder, use_cache=True, rep
 def main(cfg: DictConfig) -> float | None:
     """Train one job; returns its objective (`objective`, by default val_loss) for sweeper
     plugins, None when the run did not complete."""
+    from tiedharness.checkpoint import CheckpointError
     from tiedharness.job import JobContext, execute_job  # torch loads only here
+    from tiedharness.sweep.summary import continue_command, summary_line
     from tiedharness.tracking.record import RunStatus
     from tiedharness.tracking.run_folder import RunFolderError
-    from tiedharness.tracking.sweep import continue_command, summary_line
-    from tiedharness.training.checkpoint import CheckpointError
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -101,8 +101,9 @@ def main(cfg: DictConfig) -> float | None:
         # the signal was for this process: a sweep stops too (and says how to go on)
         print(record.error, file=sys.stderr)
         if not multirun:
-            print(f"continue with:\n  {continue_command(base_dir.resolve(), False)}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"continue with:\n  {continue_command(base_dir.resolve(), False)}", file=sys.stderr
+            )
         sys.exit(INTERRUPTED_EXIT)
     return objective(record, cfg.objective)
 
@@ -110,7 +111,9 @@ def main(cfg: DictConfig) -> float | None:
 def objective(record, metric: str) -> float | None:
     """None, not NaN, for a run that did not complete: Optuna records None as a failed
     trial and goes on (NaN stops the Optuna sweeper with an error)."""
-    value = record.metrics.get(metric) if record.status == "completed" else None
+    from tiedharness.tracking.record import RunStatus
+
+    value = record.metrics.get(metric) if record.status == RunStatus.completed else None
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
@@ -119,7 +122,7 @@ INTERRUPTED_EXIT = 3  # neither success (0) nor a configuration error (2)
 
 def parallel_jobs(launcher: dict) -> int:
     """How many jobs share this machine: joblib's workers (-1: one per CPU it may use)."""
-    from tiedharness.job import available_cpus
+    from tiedharness.training.device import available_cpus
 
     n_jobs = launcher.get("n_jobs")
     if isinstance(n_jobs, int) and n_jobs != 0:

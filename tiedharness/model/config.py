@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from tiedharness.model.labels import strategy_label
 from tiedharness.model.names import STRATEGY_NAMES
 from tiedharness.schema import (
     Choice,
@@ -132,8 +133,9 @@ class SharingConfig:
 
     @property
     def name(self) -> str:
-        """Label for tables and run records: 'none', 'qkv', 'embed_output+qkv', …"""
-        return "+".join(self.strategies) or "none"
+        """Label for tables and run records: 'none', 'qkv', 'embed_output+qkv', …
+        (tiedharness/model/labels.py makes and reads every sharing label)."""
+        return strategy_label(self.strategies)
 
     @classmethod
     def of(cls, *strategies: str, **options) -> SharingConfig:

@@ -136,7 +136,19 @@ def beam_translate(
         reorder_cache(cache, rows_t)
         tokens = torch.cat([tokens[rows_t], torch.tensor(next_tokens, device=device)[:, None]], 1)
         scores = torch.tensor(next_scores, device=device).view(n, beam)
-    for i in range(n):  # out of length: the live hypotheses compete too
+    return _best_hypotheses(finished, tokens, scores, length_penalty)
+
+
+def _best_hypotheses(
+    finished: list[list[tuple[float, list[int]]]],
+    tokens: Tensor,
+    scores: Tensor,
+    length_penalty: float,
+) -> Tensor:
+    """Each source's best hypothesis, PAD-padded into one tensor; a source that ran out of
+    length before `beam` hypotheses finished lets its live ones compete too."""
+    n, beam = scores.shape
+    for i in range(n):
         if len(finished[i]) < beam:
             for b in range(beam):
                 score = float(scores[i, b])
@@ -146,7 +158,7 @@ def beam_translate(
                         (score / max(len(hypothesis), 1) ** length_penalty, hypothesis)
                     )
     best = [max(f, key=lambda x: x[0])[1] if f else [] for f in finished]
-    out = torch.full((n, max(map(len, best), default=0)), PAD_ID, dtype=torch.long, device=device)
+    out = torch.full((n, max(map(len, best), default=0)), PAD_ID, dtype=torch.long)
     for i, hypothesis in enumerate(best):
         out[i, : len(hypothesis)] = torch.tensor(hypothesis, dtype=torch.long)
-    return out
+    return out.to(tokens.device)

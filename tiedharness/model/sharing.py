@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from tiedharness.model.config import ModelConfig, SharingConfig
+from tiedharness.model.config import (
+    AttentionScope,
+    LayerPlan,
+    LayerScope,
+    ModelConfig,
+    SharingConfig,
+)
 from tiedharness.model.names import STRATEGY_NAMES
 from tiedharness.model.transformer import ARCHITECTURES, Transformer
 from tiedharness.vocab import Vocab
@@ -229,9 +235,7 @@ def positional(ctx: SharingContext) -> None:
 def _share_projections(ctx: SharingContext, roles: tuple[str, ...]) -> list[str]:
     """Share the `roles` projections in every self-attention in scope; returns their paths."""
     scope = ctx.options.attention_scope
-    if scope not in ("decoder", "all"):
-        raise ValueError(f"sharing.attention_scope={scope!r} is not one of decoder, all")
-    stacks = ["decoder"] if scope == "decoder" else ctx.stacks
+    stacks = ["decoder"] if scope == AttentionScope.decoder else ctx.stacks
     paths = [
         f"{stack}.layers.{i}.self_attn"
         for stack in stacks
@@ -262,31 +266,37 @@ def kv(ctx: SharingContext) -> None:
     _share_projections(ctx, ("k", "v"))
 
 
-def layer_plan(n_layers: int, unique: int, plan: str) -> list[int]:
+def layer_plan(n_layers: int, unique: int, plan: LayerPlan) -> list[int]:
     """Which of `unique` blocks each of `n_layers` positions runs (Takase & Kiyono 2021):
-    sequence 0,0,1,1,2,2 · cycle 0,1,2,0,1,2 · cycle_rev 0,1,2,2,1,0 (for 6 over 3)."""
-    if not 1 <= unique <= n_layers:
-        raise ValueError(
+    sequence 0,0,1,1,2,2 · cycle 0,1,2,0,1,2 · cycle_rev 0,1,2,2,1,0 (for 6 over 3).
+    `unique` ≥ 1 (the schema's check); a plan that does not fit `n_layers` raises
+    SharingNotApplicable, so that a sweep skips the cell."""
+    if plan != LayerPlan.cycle and n_layers % unique:
+        raise SharingNotApplicable(
+            f"sharing.cross_layer.unique={unique} does not fit a stack of {n_layers} layers "
+            f"with plan={plan}, which needs the layer count to be a multiple of unique: "
+            f"{n_layers} layers are not a multiple of {unique}; choose unique from "
+            f"{[m for m in range(1, n_layers + 1) if n_layers % m == 0]} or plan=cycle"
+        )
+    if unique > n_layers:
+        raise SharingNotApplicable(
             f"sharing.cross_layer.unique={unique} does not fit a stack of {n_layers} layers: "
             f"choose 1 ≤ unique ≤ {n_layers}"
         )
-    if plan == "cycle":
+    if plan == LayerPlan.cycle:
         return [i % unique for i in range(n_layers)]
-    if plan not in ("sequence", "cycle_rev"):
-        raise ValueError(
-            f"sharing.cross_layer.plan={plan!r} is not one of sequence, cycle, cycle_rev"
-        )
-    if n_layers % unique:
-        raise ValueError(
-            f"sharing.cross_layer.plan={plan} needs the layer count to be a multiple of "
-            f"unique blocks, but {n_layers} layers do not divide into {unique}: choose "
-            f"unique from {[m for m in range(1, n_layers + 1) if n_layers % m == 0]} "
-            "or plan=cycle"
-        )
-    if plan == "sequence":
+    if plan == LayerPlan.sequence:
         return [i // (n_layers // unique) for i in range(n_layers)]
-    head = [i % unique for i in range(n_layers - unique)]
+    head = [i % unique for i in range(n_layers - unique)]  # cycle_rev
     return head + list(reversed(range(unique)))
+
+
+# what of a layer cross_layer shares, by sharing.cross_layer.scope
+LAYER_PARTS = {
+    LayerScope.all: [""],
+    LayerScope.attention: [".self_attn", ".cross_attn"],
+    LayerScope.ffn: [".ffn"],
+}
 
 
 @strategy("cross_layer")
@@ -294,17 +304,12 @@ def cross_layer(ctx: SharingContext) -> None:
     """Layers reuse blocks by an index plan (ALBERT; Universal Transformer; Takase &
     Kiyono 2021). Position i runs the block of the first position with the same index."""
     opts = ctx.options.cross_layer
-    parts = {"all": [""], "attention": [".self_attn", ".cross_attn"], "ffn": [".ffn"]}
-    if opts.scope not in parts:
-        raise ValueError(
-            f"sharing.cross_layer.scope={opts.scope!r} is not one of {', '.join(parts)}"
-        )
     for stack in ctx.stacks:
         layers = ctx.model.get_submodule(f"{stack}.layers")
         plan = layer_plan(len(layers), opts.unique, opts.plan)
         first = {block: plan.index(block) for block in set(plan)}
         for i, block in enumerate(plan):
-            for part in parts[opts.scope]:
+            for part in LAYER_PARTS[opts.scope]:
                 if getattr(layers[i], part.lstrip("."), True) is None:
                     continue  # no cross-attention in an encoder or LM layer
                 ctx.share(f"{stack}.layers.{first[block]}{part}", f"{stack}.layers.{i}{part}")

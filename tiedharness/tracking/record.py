@@ -10,12 +10,11 @@ unchanged.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tiedharness.atomic import write_atomic
+from tiedharness.atomic import write_json_atomic
 from tiedharness.schema import Choice
 
 SCHEMA_VERSION = 3
@@ -99,24 +98,3 @@ class RunRecord:
         path = Path(folder) / "run.json"
         write_json_atomic(path, self.to_dict())
         return path
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """JSON (NaN and infinity as null), replacing `path` whole (tiedharness/atomic.py)."""
-
-    def write(f) -> None:
-        json.dump(finite(data), f, indent=2, default=str)
-        f.write("\n")
-
-    write_atomic(path, write)
-
-
-def finite(value: Any) -> Any:
-    """JSON has no NaN/inf: store them as null (a diverged run's last loss, say)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value

@@ -20,9 +20,11 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
+from enum import auto
 from pathlib import Path
 
 from tiedharness.atomic import write_atomic
+from tiedharness.schema import Choice
 from tiedharness.tracking.record import RunRecord, RunStatus
 
 LOCK_FILE = ".lock"
@@ -38,16 +40,25 @@ class RunFolderError(RuntimeError):
 
 
 # Settings that change how a run is carried out, not what it computes: a resume may differ.
-RESUMABLE_CHANGES = ("logger", "results_dir", "objective", "trainer.checkpoint_every", "trainer.checkpoint_every_s",
-                     "trainer.num_threads")  # fmt: skip
+RESUMABLE_CHANGES = (
+    "logger",
+    "results_dir",
+    "scale",  # a study's numbers: what they change shows in the groups that use them
+    "objective",
+    "trainer.checkpoint_every",
+    "trainer.checkpoint_every_s",
+    "trainer.num_threads",
+)
 
 
 def same_config(a: dict, b: dict) -> bool:
     """Whether two resolved configs train the same run."""
 
     def strip(config: dict) -> dict:
-        out = {group: dict(values) if isinstance(values, dict) else values
-               for group, values in config.items()}  # fmt: skip
+        out = {
+            group: dict(values) if isinstance(values, dict) else values
+            for group, values in config.items()
+        }
         for key in RESUMABLE_CHANGES:
             group, _, name = key.partition(".")
             if name and isinstance(out.get(group), dict):
@@ -159,20 +170,32 @@ def observed_status(record: RunRecord, folder: Path) -> RunStatus:
     return RunStatus.interrupted if alive is False else record.status
 
 
+class StartKind(Choice):
+    new = auto()  # an empty folder
+    rerun = auto()  # the same run, trained again from its first step
+    resume = auto()  # the same run, continued from its checkpoint
+    keep = auto()  # the same run, finished: nothing to do
+
+
 @dataclass
 class Start:
-    """How a job starts in its folder: `new`, `rerun`, `resume` or `keep`."""
+    """How a job starts in its folder, with what the folder held."""
 
-    kind: str
+    kind: StartKind
     previous: RunRecord | None = None
     checkpoint: dict | None = None
+
+    @property
+    def step(self) -> int:
+        """The step a resume continues from."""
+        return self.checkpoint["trainer"]["counters"]["step"] if self.checkpoint else 0
 
 
 def plan_start(folder: RunFolder, config: dict) -> Start:
     """What a job with this resolved `config` does in `folder` (see the module's doc).
     Raises RunFolderError for a folder holding another configuration's run and
     CheckpointError for a checkpoint that cannot be read."""
-    from tiedharness.training.checkpoint import checkpoint_path, load_checkpoint
+    from tiedharness.checkpoint import checkpoint_path, load_checkpoint  # torch loads here
 
     previous = folder.previous_record()
     if previous is None:
@@ -181,7 +204,7 @@ def plan_start(folder: RunFolder, config: dict) -> Start:
                 f"{folder.path} holds a checkpoint but no readable run.json; move the "
                 "folder away, or choose another hydra.run.dir / hydra.sweep.dir"
             )
-        return Start("new")
+        return Start(StartKind.new)
     if not same_config(previous.config, config):
         raise RunFolderError(
             f"{folder.path} holds a run of another configuration ({previous.run_id}, "
@@ -189,8 +212,8 @@ def plan_start(folder: RunFolder, config: dict) -> Start:
             "delete that folder to replace it"
         )
     if previous.status in FINISHED:
-        return Start("keep", previous)
+        return Start(StartKind.keep, previous)
     checkpoint = load_checkpoint(folder.path)
     if checkpoint is None:
-        return Start("rerun", previous)
-    return Start("resume", previous, checkpoint)
+        return Start(StartKind.rerun, previous)
+    return Start(StartKind.resume, previous, checkpoint)

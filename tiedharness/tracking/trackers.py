@@ -16,8 +16,9 @@ import os
 import re
 from pathlib import Path
 
+from tiedharness.atomic import finite
 from tiedharness.tracking.config import WandbConfig
-from tiedharness.tracking.record import RunRecord, RunStatus, finite
+from tiedharness.tracking.record import RunRecord, RunStatus
 from tiedharness.tracking.run_folder import RunFolder
 
 
@@ -30,7 +31,7 @@ class LocalTracker:
         self.rows = RunFolder(run_dir).history_rows()
 
     def start(self, record: RunRecord) -> None:
-        record.write(self.run_dir)
+        """Nothing to open: run.json is written once every tracker has started."""
 
     def log(self, row: dict) -> None:
         with self.history.open("a") as f:
@@ -58,13 +59,26 @@ def wandb_mode(configured: str | None = None) -> str:
     return mode
 
 
+def open_wandb_run(run_dir: Path, mode: str, quiet: bool = True, **options):
+    """`wandb.init` as every W&B run of tiedharness opens it (a training run, its later
+    evaluations, a report): W&B's files under `run_dir`, in `mode`, silent and without
+    console capture when `quiet`. `options` are wandb.init's (project, id, group, …)."""
+    import wandb  # lazily: runs without W&B never import it
+
+    console = "off" if quiet else "auto"
+    settings = wandb.Settings(silent=quiet, console=console)
+    return wandb.init(dir=str(run_dir), mode=mode, settings=settings, **options)
+
+
 # Which way is better for the metrics whose W&B summary is their best value.
 SUMMARY_BEST = {
-    **dict.fromkeys(("train_loss", "val_loss", "val_ppl", "val_bpc",
-                     "test_loss", "test_bpc"), "min"),
-    **dict.fromkeys(("bleu", "chrf", "exact_match", "test_bleu", "test_chrf",
-                     "test_exact_match"), "max"),
-}  # fmt: skip
+    **dict.fromkeys(
+        ("train_loss", "val_loss", "val_ppl", "val_bpc", "test_loss", "test_bpc"), "min"
+    ),
+    **dict.fromkeys(
+        ("bleu", "chrf", "exact_match", "test_bleu", "test_chrf", "test_exact_match"), "max"
+    ),
+}
 
 
 def wandb_run_id(record: RunRecord) -> str:
@@ -85,10 +99,11 @@ class WandbTracker:
         self.run = None
 
     def start(self, record: RunRecord) -> None:
-        import wandb  # lazily: runs without W&B never import it
-
         tags = [record.task, record.sharing, record.model, *self.options.tags]
-        self.run = wandb.init(
+        self.run = open_wandb_run(
+            self.run_dir,
+            self.mode,
+            self.quiet,
             # the same id across restarts of the job, so a resume continues the same run
             # (offline, `wandb sync` joins the parts)
             id=wandb_run_id(record),
@@ -101,10 +116,7 @@ class WandbTracker:
             tags=[t for t in tags if t],
             # the resolved config, plus who this run is (read back by the aggregator)
             config={**record.config, "run": record.identity()},
-            dir=str(self.run_dir),
-            mode=self.mode,
             reinit="finish_previous",
-            settings=wandb.Settings(silent=self.quiet, console="off" if self.quiet else "auto"),
         )
         # the dashboard plots everything against steps; tokens are logged alongside
         self.run.define_metric("step")
@@ -161,8 +173,8 @@ class Trackers:
     def start(self, record: RunRecord) -> None:
         for backend in self.backends:
             backend.start(record)
-        if self.local is not None:
-            record.write(self.local.run_dir)  # now with the W&B run id
+        if self.local is not None:  # once, with what the job built and the W&B run id
+            record.write(self.local.run_dir)
 
     def log(self, row: dict) -> None:
         for backend in self.backends:

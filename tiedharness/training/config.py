@@ -63,7 +63,7 @@ class TrainerConfig:
     converge_tolerance: float = 0.01
     converge_tolerance_abs: float = 0.01
     log_every: int = 50
-    # checkpoint.pt in the run folder (tiedharness/training/checkpoint.py): every N steps
+    # checkpoint.pt in the run folder (tiedharness/checkpoint.py): every N steps
     # and/or every N seconds of training, on a stop signal, and at the end; a job whose
     # folder holds one resumes from it. null disables that trigger.
     checkpoint_every: int | None = None

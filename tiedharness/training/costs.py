@@ -1,5 +1,6 @@
-"""What the output layer (projection + softmax) costs: analytic FLOPs per token, and its
-measured share of a training step in FLOPs and in time. Definitions: docs/metrics.md."""
+"""What training costs: the output layer's (projection + softmax) analytic FLOPs per token
+and measured share of a training step in FLOPs and in time, and the model FLOPs
+utilisation (MFU) of the whole run. Definitions: docs/metrics.md."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from tiedharness.atomic import write_json_atomic
 from tiedharness.model.transformer import Transformer
 from tiedharness.tasks.batching import Batch
-from tiedharness.tracking.record import write_json_atomic
 from tiedharness.training.device import autocast, synchronize
-from tiedharness.training.loop import mean_loss, model_inputs
+from tiedharness.training.loop import Trainer, mean_loss, model_inputs
 from tiedharness.training.metrics import token_loss
 from tiedharness.vocab import Vocab
 
@@ -50,12 +51,6 @@ def count_flops(fn: Callable[[], object]) -> dict[str, int]:
     with FlopCounterMode(display=False, custom_mapping=SDPA_CPU_FLOPS) as counter:
         fn()
     return {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
-
-
-def module_share(flops: dict[str, int], module: str) -> float:
-    """Share of all counted FLOPs spent in `module` ("ClassName.path" as the counter names it)."""
-    total = flops.get("Global", 0)
-    return flops.get(module, 0) / total if total else 0.0
 
 
 def vocabulary_costs(model: Transformer, vocab: Vocab) -> dict[str, float]:
@@ -134,6 +129,22 @@ def alternate_timings(
             times.append(time.perf_counter() - t0)
         rounds.append((times[0], times[1]))
     return rounds
+
+
+def output_layer_costs(trainer: Trainer, vocab: Vocab, cache_dir: Path | None) -> dict:
+    """The costs a run records: the vocabulary's, and unless `trainer.profile` is off (or
+    the model is sharded, which one rank cannot profile) the measured profile of a step on
+    the first batch, read from `cache_dir` when a job of the same shape measured it."""
+    cfg = trainer.cfg
+    out = vocabulary_costs(trainer.model, vocab)
+    if not cfg.profile or cfg.fsdp:
+        return out
+    batch = trainer.first_batch()
+    out.update(cached_profile(trainer.model, batch, cfg.label_smoothing, cfg.precision, cache_dir))
+    trainer.optimizer.zero_grad(set_to_none=True)
+    # a step's FLOPs over the target tokens it trains (padding's work charged to them)
+    out["train_flops_per_token"] = out["step_flops"] / batch.target_tokens
+    return out
 
 
 # ---------------------------------------------------------------------------- reuse
@@ -230,3 +241,15 @@ def peak_flops(device: torch.device, precision: str, threads: int) -> tuple[floa
     if device.type == "cpu":
         return cpu_peak_flops(threads)
     return None, f"{device.type}: no peak known"
+
+
+def model_flops_utilisation(
+    metrics: dict, device: torch.device, precision: str, threads: int, world: int
+) -> tuple[dict, str]:
+    """`mfu` (model FLOPs per second over the peak of every device the run used) and
+    `peak_flops`, where both the profile and the peak are known; and the peak's source."""
+    peak, source = peak_flops(device, precision, threads)
+    if not peak or "train_flops_per_token" not in metrics:
+        return {}, source
+    achieved = metrics["train_tokens_per_s"] * metrics["train_flops_per_token"]
+    return {"mfu": achieved / (peak * world), "peak_flops": peak}, source

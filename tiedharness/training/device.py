@@ -1,9 +1,15 @@
-"""Where a run computes: device choice, autocast, synchronisation, peak memory."""
+"""Where a run computes: device choice, CPU threads, seeds, autocast, synchronisation,
+peak memory, and the environment a run records."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
+import random
 import resource
+import socket
+import subprocess
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -19,6 +25,82 @@ def resolve_device(name: str) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def job_device(name: str, local_rank: int | None = None) -> torch.device:
+    """The device a job trains on: `name` resolved, and under data parallelism on GPUs
+    the rank's own GPU (`local_rank`)."""
+    device = resolve_device(name)
+    if local_rank is not None and device.type == "cuda":
+        return torch.device("cuda", local_rank)
+    return device
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity (taskset, cgroups), and no more
+    than SLURM allocated to the task (where SLURM does not bind CPUs), not the machine's
+    count."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity
+        cpus = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cpus, int(slurm)) if slurm.isdigit() and int(slurm) > 0 else cpus
+
+
+def torch_threads(configured: int | None, parallel_jobs: int) -> int:
+    """Divide this process's CPUs among the jobs running side by side, never above a
+    user's OMP_NUM_THREADS; `trainer.num_threads` overrides both."""
+    threads = max(1, available_cpus() // max(parallel_jobs, 1))
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        threads = min(threads, int(omp))
+    threads = configured or threads
+    torch.set_num_threads(threads)
+    return threads
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def process_identity() -> dict:
+    """Where this process runs: enough to find its logs and its scheduler job (as squeue
+    shows it: `<array job>_<task>` for a task of a job array)."""
+    env = os.environ
+    slurm = env.get("SLURM_JOB_ID")
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        slurm = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm}
+
+
+def environment(device: torch.device, threads: int, world_size: int = 1) -> dict:
+    """What a run record's `env` holds: versions, device, threads, code, process."""
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "threads": threads,
+        "git_sha": git_sha(),
+        **process_identity(),
+        "world_size": world_size,
+    }
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:

@@ -142,8 +142,9 @@ class Evaluator:
             wanted = self.max_new_tokens or 2 * batch.src.shape[1] + 10
             max_len = min(self.model.cfg.max_len - 1, wanted)  # the model's positions cap it
             if self.beam > 1:
-                out, elapsed = self._timed(beam_translate, self.model, batch.src, max_len,
-                                           self.beam, self.length_penalty)  # fmt: skip
+                out, elapsed = self._timed(
+                    beam_translate, self.model, batch.src, max_len, self.beam, self.length_penalty
+                )
             else:
                 out, elapsed = self._timed(greedy_translate, self.model, batch.src, max_len)
             seconds += elapsed

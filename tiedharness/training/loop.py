@@ -5,8 +5,9 @@ or wall-clock) is spent, logging the training loss every `log_every` steps, call
 `evaluate` every `eval_every` steps and `checkpoint` every `checkpoint_every` steps or
 `checkpoint_every_s` seconds. At each step boundary it checks `stop` (a signal arrived):
 then it checkpoints and returns `interrupted`. It knows nothing of evaluation, costs,
-files or where the numbers go: `tiedharness/job.py` wires those in. `state_dict()` holds
-everything a resumed run needs to continue exactly where this one stopped.
+files or where the numbers go: tiedharness/training/session.py wires those in.
+`state_dict()` holds everything a resumed run needs to continue exactly where this one
+stopped.
 
 A step is one optimizer update over `accum_steps` × world-size consecutive batches of the
 epoch's order: each rank of a data-parallel run takes `accum_steps` of them, and the
@@ -26,24 +27,38 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from enum import auto
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from tiedharness.model.transformer import Transformer
-from tiedharness.tasks.batching import Batch, EncodedSplit, collate, token_batches
+from tiedharness.schema import Choice
+from tiedharness.tasks.batching import Batch, collate, token_batches
 from tiedharness.training.config import TrainerConfig
-from tiedharness.training.device import autocast, synchronize
+from tiedharness.training.device import autocast, resolve_device, synchronize
 from tiedharness.training.distributed import Dist
 from tiedharness.training.metrics import token_loss
 from tiedharness.training.optim import build_optimizer, lr_factor
 
+if TYPE_CHECKING:
+    from tiedharness.tasks.data import TaskData
+
 Row = dict[str, float]
+
+
+class Outcome(Choice):
+    """How `Trainer.fit` ended; the run record's status of the same name."""
+
+    completed = auto()  # the budget is spent
+    diverged = auto()  # a training loss was not finite
+    interrupted = auto()  # `stop()` asked for it; a checkpoint was written
 
 
 @dataclass
 class TrainResult:
-    status: str  # completed | diverged | interrupted
+    outcome: Outcome
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -64,21 +79,26 @@ def mean_loss(
 
 
 class Trainer:
+    """Trains `model` on `data`'s training split as `cfg` says. `device` overrides
+    `cfg.device` (a rank's own GPU); `log` receives every progress row; `dist` is the
+    process group of a data-parallel run."""
+
     def __init__(
         self,
         model: Transformer,
-        train: EncodedSplit,
-        max_tokens: int,
+        data: TaskData,
         cfg: TrainerConfig,
-        device: torch.device,
+        *,
+        device: torch.device | None = None,
         log: Callable[[Row], None] = lambda row: None,
         dist: Dist | None = None,
     ) -> None:
-        self.cfg, self.train, self.max_tokens, self.log = cfg, train, max_tokens, log
-        self.device, self.dist = device, dist or Dist()
+        self.cfg, self.log = cfg, log
+        self.train, self.max_tokens = data.splits["train"], data.max_tokens
+        self.device, self.dist = device or resolve_device(cfg.device), dist or Dist()
         self._order: tuple[int, list[Tensor]] | None = None  # (epoch, its batches)
-        self._targets = train.sizes()[1]  # target tokens per example (EOS included)
-        self.model = model.to(device)
+        self._targets = self.train.sizes()[1]  # target tokens per example (EOS included)
+        self.model = model.to(self.device)
         self.parallel = self._data_parallel(self.model)  # DDP's wrapper, or the FSDP2 model
         self.forward = torch.compile(self.parallel) if cfg.compile else self.parallel
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, tuple(cfg.betas))
@@ -232,18 +252,18 @@ class Trainer:
             unit="step",
             leave=False,
         )
-        status = "completed"
+        outcome = Outcome.completed
         self._time_up = False
-        while status == "completed" and not self.budget_spent():
-            status = self._epoch(started, evaluate, bar)
+        while outcome is Outcome.completed and not self.budget_spent():
+            outcome = self._epoch(started, evaluate, bar)
         self._clock_stop()
-        if status == "completed" and not self._read_losses():
-            status = "diverged"
+        if outcome is Outcome.completed and not self._read_losses():
+            outcome = Outcome.diverged
         bar.close()
-        return TrainResult(status, self.summary())
+        return TrainResult(outcome, self.summary())
 
-    def _epoch(self, started: float, evaluate: Callable[[], Row] | None, bar) -> str:
-        """Steps through the rest of the current epoch; returns the run's status. An
+    def _epoch(self, started: float, evaluate: Callable[[], Row] | None, bar) -> Outcome:
+        """Steps through the rest of the current epoch; returns how it ended. An
         epoch's last batches that do not fill a whole step (accumulation × ranks) are left
         out of it."""
         order, per_step = self.batches(self.epoch), self.batches_per_step
@@ -254,23 +274,23 @@ class Trainer:
             self.tokens += sum(int(self._targets[idx].sum()) for idx in group)  # every rank's
             bar.update(1)
             if self.step % self.cfg.log_every == 0 and not self._log_train_loss(bar):
-                return "diverged"
+                return Outcome.diverged
             stop, self._time_up, due = self.dist.agree(
                 self._stop(), self._out_of_time(started), self._checkpoint_due()
             )  # every rank takes the same decisions (a checkpoint may need them all)
             if self.budget_spent():
-                return "completed"
+                return Outcome.completed
             if evaluate is not None and self.step % self.cfg.eval_every == 0:
                 self._clock_stop()
                 self.log(self.progress_row(**evaluate()))
                 self._clock_start()
             if stop:
                 self._save()
-                return "interrupted"
+                return Outcome.interrupted
             if due:
                 self._save()
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-        return "completed"
+        return Outcome.completed
 
     def _out_of_time(self, started: float) -> bool:
         return bool(self.cfg.max_time_s and time.perf_counter() - started >= self.cfg.max_time_s)

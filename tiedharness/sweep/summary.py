@@ -98,15 +98,14 @@ def grid_size(config: DictConfig) -> int | None:
     sweeper that decides as it goes)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from tiedharness.search import is_search, planned_jobs
+    from tiedharness.sweep.search import grid_lines, is_search, planned_jobs
 
     if is_search(config):
         return planned_jobs(config)
     if isinstance(config.hydra.sweeper.get("n_trials"), int):  # Hydra's Optuna sweeper
         return config.hydra.sweeper.n_trials
     try:
-        params = OmegaConf.to_container(config.hydra.sweeper.params or {}) or {}
-        lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+        lines = grid_lines(config)
         by_key = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(lines)}
     except Exception:  # another sweeper's settings: no fixed grid
         return None
@@ -163,8 +162,11 @@ class SweepSummary(Callback):
         def unfinished() -> None:  # at exit, unless on_multirun_end ran or no job started
             started = sweep_dir.is_dir() and any(p.name.isdigit() for p in sweep_dir.iterdir())
             if not self.ended and os.getpid() == pid and started:
-                print(f"\nsweep {sweep_dir} stopped before its end; continue it with:\n"
-                      f"  {continue_command(sweep_dir)}", file=sys.stderr)  # fmt: skip
+                print(
+                    f"\nsweep {sweep_dir} stopped before its end; continue it with:\n"
+                    f"  {continue_command(sweep_dir)}",
+                    file=sys.stderr,
+                )
 
         atexit.register(unfinished)
 

@@ -37,14 +37,18 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from tiedharness.cli import fail
-
 log = logging.getLogger(__name__)
 # Optuna imports alembic, which logs seven INFO lines on import (Hydra shows INFO)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 SEED_KEY = "trainer.seed"
 RESULTS_FILE = "optimization_results.yaml"
+
+
+class SearchConfigError(ValueError):
+    """A search that cannot start (its message says what to change); raised before any
+    job, so nothing has been written. The command decides how to exit
+    (hydra_plugins/tiedharness_search: status 2)."""
 
 
 @dataclass
@@ -88,14 +92,19 @@ def is_search(config: DictConfig) -> bool:
     return str(config.hydra.sweeper.get("_target_", "")).endswith("StudyPerCellSweeper")
 
 
+def grid_lines(config: DictConfig) -> list[str]:
+    """The grid as `key=value` lines: the study's `hydra.sweeper.params`, then the command
+    line (later ones win)."""
+    params = config.hydra.sweeper.get("params")
+    study = OmegaConf.to_container(params) if params else {}
+    return [f"{k}={v}" for k, v in study.items()] + list(config.hydra.overrides.task)
+
+
 def planned_jobs(config: DictConfig) -> int | None:
     """How many jobs a search of this config launches (cells × trials); None for a grid
     the sweeper will refuse."""
-    sweeper = config.hydra.sweeper
-    params = OmegaConf.to_container(sweeper.params or {}) or {}
-    lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
     try:
-        return len(parse_grid(lines).cells) * int(sweeper.n_trials)
+        return len(parse_grid(grid_lines(config)).cells) * int(config.hydra.sweeper.n_trials)
     except (ValueError, OverrideParseException):  # the sweeper says what is wrong
         return None
 
@@ -111,9 +120,11 @@ class StudyPerCellSweeper(Sweeper):
         params: DictConfig | None = None,
     ) -> None:
         if direction not in ("minimize", "maximize"):
-            fail(f"hydra.sweeper.direction={direction!r}: use minimize or maximize")
+            raise SearchConfigError(
+                f"hydra.sweeper.direction={direction!r}: use minimize or maximize"
+            )
         if not search:
-            fail(
+            raise SearchConfigError(
                 "hydra.sweeper.search is empty: name what to tune, e.g. "
                 "hydra.sweeper.search.trainer.lr='tag(log, interval(1e-4, 1e-2))'"
             )
@@ -141,26 +152,28 @@ class StudyPerCellSweeper(Sweeper):
                 [f"{k}={v}" for k, v in self.search.items()]
             )
         except (ValueError, OverrideParseException) as err:
-            fail(str(err))
+            raise SearchConfigError(str(err)) from err
         fixed_search = [f"{k}={v}" for k, v in fixed.items()]
         grid_keys = {o.split("=")[0] for o in grid.shared + [o for c in grid.cells for o in c]}
         if overlap := sorted(grid_keys & (space.keys() | fixed.keys())):
-            fail(f"{', '.join(overlap)} is both set in the grid and searched: keep one")
+            raise SearchConfigError(
+                f"{', '.join(overlap)} is both set in the grid and searched: keep one"
+            )
         log.info(f"{len(grid.cells)} cell(s) × {self.n_trials} trials, tuning {', '.join(space)}")
         studies, job_idx = [], 0
         for cell in grid.cells:
             # a fresh copy of the seeded sampler: every cell's study starts from the same
             # proposals, so the cells' first trials are paired
-            study = optuna.create_study(direction=self.direction,
-                                        sampler=copy.deepcopy(self.sampler))  # fmt: skip
+            study = optuna.create_study(
+                direction=self.direction, sampler=copy.deepcopy(self.sampler)
+            )
             jobs: dict[int, int] = {}  # trial number → job number
             for start in range(0, self.n_trials, self.n_jobs):
                 trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - start))]
                 overrides = [
-                    (*grid.shared, *cell, *fixed_search,
-                     *(f"{k}={v}" for k, v in t.params.items()))
+                    (*grid.shared, *cell, *fixed_search, *(f"{k}={v}" for k, v in t.params.items()))
                     for t in trials
-                ]  # fmt: skip
+                ]
                 returns = self.launcher.launch(overrides, initial_job_idx=job_idx)
                 for trial, job_return in zip(trials, returns, strict=True):
                     jobs[trial.number] = job_idx
@@ -188,8 +201,17 @@ class StudyPerCellSweeper(Sweeper):
                 cell = [f"{k}={v}" for k, v in study["cell"].items()]
                 best = [f"{k}={v}" for k, v in study["best_params"].items()]
                 where = f"{folder}-best/{'_'.join(c.replace('=', '-') for c in cell) or 'all'}"
-                study["compare"] = shlex.join(["tiedharness-train", "-m", *shared, *cell, *best,
-                                               f"{SEED_KEY}={seeds}", f"hydra.sweep.dir={where}"])  # fmt: skip
+                study["compare"] = shlex.join(
+                    [
+                        "tiedharness-train",
+                        "-m",
+                        *shared,
+                        *cell,
+                        *best,
+                        f"{SEED_KEY}={seeds}",
+                        f"hydra.sweep.dir={where}",
+                    ]
+                )
         results = {
             "name": "optuna, one study per cell",
             "objective": str(self.config.get("objective", "")),
@@ -199,8 +221,9 @@ class StudyPerCellSweeper(Sweeper):
             "studies": studies,
         }
         if len(studies) == 1:  # one cell: also Optuna's own keys, where its users look
-            results.update(best_params=studies[0]["best_params"],
-                           best_value=studies[0]["best_value"])  # fmt: skip
+            results.update(
+                best_params=studies[0]["best_params"], best_value=studies[0]["best_value"]
+            )
         OmegaConf.save(OmegaConf.create(results), folder / RESULTS_FILE)
         log.info(
             f"results: {folder / RESULTS_FILE}; compare the cells: tiedharness-report {folder}-best"

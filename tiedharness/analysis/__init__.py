@@ -1,0 +1,2 @@
+"""From run records to conclusions: the tidy table, statistics, figures, tables and the
+HTML report. Torch-free."""

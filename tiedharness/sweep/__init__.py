@@ -1,0 +1,2 @@
+"""Sweeps of many jobs, as Hydra plugins: the per-cell search sweeper (search.py) and the
+callback that reports a sweep while it runs and when it ends (summary.py)."""

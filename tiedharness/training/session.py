@@ -1,0 +1,149 @@
+"""One model trained from its first step, or from a checkpoint, to its final evaluation.
+
+The loop (loop.py) knows nothing of evaluation, checkpoints or costs; a `TrainingSession`
+wires them in as named parts:
+
+- `ValidationCurve`: the validation loss every `trainer.eval_every` steps, and the curve
+  of (tokens, validation loss) that convergence is judged on;
+- `Checkpointer`: checkpoint.pt (tiedharness/checkpoint.py) with the trainer's state, the
+  curve, and how many history rows had been logged, so a resume cuts the history back;
+- the output layer's cost profile (costs.py), measured before any resume so that the
+  checkpoint's RNG states win;
+- the final evaluation, its decoded examples, and the final checkpoint.
+
+The job (tiedharness/job.py) builds the model and data before and records what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+from tiedharness.checkpoint import save_checkpoint
+from tiedharness.model.transformer import Transformer
+from tiedharness.training.config import TrainerConfig
+from tiedharness.training.convergence import convergence
+from tiedharness.training.costs import output_layer_costs
+from tiedharness.training.distributed import Dist
+from tiedharness.training.evaluation import Evaluator
+from tiedharness.training.loop import Outcome, Row, Trainer
+
+if TYPE_CHECKING:
+    from tiedharness.tasks.data import TaskData
+
+
+class History(Protocol):
+    """Where progress rows go (the run's trackers), and how many went there so far."""
+
+    @property
+    def rows(self) -> int: ...
+
+    def log(self, row: Row) -> None: ...
+
+
+class ValidationCurve:
+    """The evaluation the loop runs every `eval_every` steps, and the curve it draws."""
+
+    def __init__(self, evaluator: Evaluator, trainer: Trainer) -> None:
+        self.evaluator, self.trainer = evaluator, trainer
+        self.points: list[tuple[int, float]] = []  # (tokens, validation loss)
+
+    def evaluate(self) -> Row:
+        row = self.evaluator.validation()
+        self.points.append((self.trainer.tokens, row["val_loss"]))
+        return row
+
+    def final(self) -> dict[str, float]:
+        """The end-of-run evaluation, and whether the curve had converged."""
+        final = self.evaluator.final()
+        self.points.append((self.trainer.tokens, final["val_loss"]))
+        cfg = self.trainer.cfg
+        verdict = convergence(
+            self.points, cfg.converge_window, cfg.converge_tolerance, cfg.converge_tolerance_abs
+        )
+        return {**final, **verdict}
+
+
+class Checkpointer:
+    """checkpoint.pt in the run folder. Every rank calls `save` at the same step (FSDP2
+    gathers the state from all of them); rank 0 writes."""
+
+    def __init__(
+        self, run_dir: Path, trainer: Trainer, curve: ValidationCurve, history: History, dist: Dist
+    ) -> None:
+        self.run_dir, self.trainer, self.curve = run_dir, trainer, curve
+        self.history, self.dist = history, dist
+
+    def save(self) -> None:
+        state = {
+            "trainer": self.trainer.state_dict(),
+            "curve": self.curve.points,
+            "history_rows": self.history.rows,
+        }
+        if self.dist.main:
+            save_checkpoint(self.run_dir, state)
+
+    def restore(self, checkpoint: dict) -> None:
+        self.trainer.load_state_dict(checkpoint["trainer"])
+        self.curve.points = [tuple(point) for point in checkpoint["curve"]]
+
+
+class TrainingSession:
+    def __init__(
+        self,
+        model: Transformer,
+        data: TaskData,
+        cfg: TrainerConfig,
+        run_dir: Path,
+        history: History,
+        *,
+        device: torch.device,
+        dist: Dist,
+    ) -> None:
+        self.data, self.run_dir, self.dist = data, run_dir, dist
+        self.trainer = Trainer(model, data, cfg, device=device, log=history.log, dist=dist)
+        self.evaluator = Evaluator(self.trainer.model, data, cfg, device, dist)
+        self.curve = ValidationCurve(self.evaluator, self.trainer)
+        self.checkpointer = Checkpointer(run_dir, self.trainer, self.curve, history, dist)
+
+    def costs(self, cache_dir: Path | None) -> dict:
+        """The output layer's costs (tiedharness/training/costs.py); call before `resume`."""
+        return output_layer_costs(self.trainer, self.data.vocab, cache_dir)
+
+    def resume(self, checkpoint: dict) -> None:
+        self.checkpointer.restore(checkpoint)
+
+    def run(
+        self,
+        stop: Callable[[], bool],
+        progress: bool = False,
+        say: Callable[[str], None] = lambda message: None,
+    ) -> tuple[Outcome, dict]:
+        """Train until the budget is spent (then evaluate, decode and checkpoint the end),
+        the loss diverges or `stop()` asks; returns how it ended and what was measured."""
+        trainer = self.trainer
+        result = trainer.fit(
+            self.curve.evaluate, progress=progress, checkpoint=self.checkpointer.save, stop=stop
+        )
+        metrics = dict(result.metrics)
+        if result.outcome is Outcome.completed:
+            say("final evaluation: validation and test loss, decoding…")
+            self.checkpointer.save()  # the final one: what tiedharness-eval and a rerun start from
+            final = self.curve.final()
+            metrics.update(final)
+            trainer.log(trainer.progress_row(**final))
+            if self.dist.main:
+                write_decoded(self.run_dir, self.evaluator.decoded)
+        return result.outcome, metrics
+
+
+def write_decoded(run_dir: Path, decoded: dict[str, list[dict]]) -> None:
+    """The decoded examples of each split, one JSON object a line (index into the split,
+    hypothesis, reference): what BLEU was computed on, for paired tests between runs."""
+    for split, rows in decoded.items():
+        with (run_dir / f"decoded-{split}.jsonl").open("w") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
