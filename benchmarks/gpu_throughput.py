@@ -22,7 +22,8 @@ from tiedharness.config import JobConfig
 from tiedharness.tasks.batching import collate
 from tiedharness.training.costs import count_flops, peak_flops
 from tiedharness.training.device import synchronize
-from tiedharness.training.loop import Trainer, mean_loss
+from tiedharness.training.loop import Trainer
+from tiedharness.training.metrics import mean_loss
 
 SETTINGS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+compile": ("bf16", True)}
 

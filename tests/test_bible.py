@@ -137,3 +137,16 @@ def test_missing_modules_name_the_fix(tmp_path):
     message = str(err.value)
     assert "apt-get install sword-text-kjv sword-text-sparv" in message
     assert "~/.sword" in message and str(tmp_path) in message
+
+
+def test_bible_lm_bits_per_character_count_each_character_once():
+    """The validation windows of bible_lm stand for every character of its verses and one
+    line break after each, counted once (each line break was once counted twice: as the
+    space decoding put there and as its end-of-line token), less the first token."""
+    from tiedharness.tasks.data import build_task
+
+    data = build_task({"name": "bible_lm"})
+    verses = data.references("valid")
+    first = data.tgt_tokenizer.encode(verses[0], add_special_tokens=False).offsets[1][0]
+    text = "".join(verse + "\n" for verse in verses)
+    assert int(data.target_chars("valid").sum()) == len(text) - first

@@ -103,6 +103,7 @@ def test_fsdp_refuses_ties_across_sharding_units():
         check_ties_fit_units(tiny_model("cross_layer"))
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_accumulation_trains_k_times_the_tokens_per_update(tmp_path):
     runs = {}
     for k in (1, 4):

@@ -49,7 +49,7 @@ def test_smoke_sweep_completes_with_the_contract(smoke):
     ]
     for folder, r in records:
         assert r["status"] == "completed", r["error"]
-        assert r["schema"] == 3 and r["experiment"] == "smoke" and r["model"] == "tiny"
+        assert r["schema"] == 4 and r["experiment"] == "smoke" and r["model"] == "tiny"
         assert r["run_id"] == f"{r['sweep_id']}-{folder.name}"
         for key in ("total", "untied_total"):
             assert isinstance(r["params"][key], int) and r["params"][key] > 0
@@ -127,6 +127,7 @@ def test_wandb_offline_files_match_run_json(smoke):
         assert logged_steps[-1] == r["metrics"]["steps"]
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     out = train_cli(
         "-m", "experiment=smoke", "sharing=none,qkv", "model.n_heads=4,3", results=tmp_path
@@ -448,3 +449,36 @@ def test_a_sweep_reports_each_job_with_what_remains(smoke):
     assert [line.split("]")[0] for line in lines] == [f"[{n}/5" for n in range(1, 6)]
     assert all("completed" in line and "elapsed" in line for line in lines)
     assert "left)" in lines[0] and records[0][1]["sharing"] in lines[0]
+
+
+def test_val_bpc_of_an_lm_counts_each_character_of_the_text_once(tmp_path):
+    """An LM's validation windows overlap by one token and span line breaks: together they
+    count every character of the text once and each line break once, less the first
+    token ("alpha" and its space), which nothing predicts."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tiedharness.cli import CONF_DIR
+
+    text = "alpha beta  gamma\nnaïve café — e\u0301clair, ok\nthe cat sat\non the mat.\nalpha\n"
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.txt").write_text(text * 5, encoding="utf-8")
+    (corpus / "valid.txt").write_text(text, encoding="utf-8")
+    overrides = [
+        "task=text_lm",
+        f"task.data_dir={corpus}",
+        "task.vocab_size=500",
+        "task.block_size=4",
+        "model=tiny",
+        "trainer.max_steps=2",
+        "trainer.profile=false",
+        "logger=none",
+    ]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        config = OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
+    metrics = smoke_job(tmp_path, "run", config)["metrics"]
+    assert metrics["val_examples"] > 3  # several windows, each across a line break or two
+    assert metrics["val_chars"] == len(text) - len("alpha ")
+    nats = metrics["val_loss"] * metrics["val_tokens"]
+    assert metrics["val_bpc"] == pytest.approx(nats / metrics["val_chars"] / math.log(2))

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import LM_STRATEGIES, VOCAB, batch, logits_of, tiny_cfg, tiny_model
 
-from tiedharness.model.config import ModelConfig
+from tiedharness.model.config import Init, ModelConfig
 from tiedharness.model.decoding import greedy_continue, greedy_translate
 from tiedharness.model.transformer import SinusoidalPositions
-from tiedharness.vocab import BOS_ID, EOS_ID, PAD_ID
+from tiedharness.vocab import BOS_ID, EOS_ID, PAD_ID, Vocab
 
 VARIANTS = [
     {},
     {"norm": "post"},
     {"positions": "sinusoidal"},
     {"bias": False, "activation": "gelu", "embed_scale": False},
+    {"init": "gpt2"},
+    {"init": "t5", "norm": "post"},
 ]
 
 
@@ -87,10 +91,13 @@ def test_cached_lm_continuation_gives_the_same_tokens(strategy):
     assert torch.equal(cached, greedy_continue(model, prefix, max_new=15, use_cache=False))
 
 
-@pytest.mark.parametrize("strategy", ["none", "qkv", "cross_layer"])
-def test_cached_step_logits_equal_full_forward(strategy):
+@pytest.mark.parametrize(
+    ("strategy", "init"),
+    [("none", "fairseq"), ("qkv", "fairseq"), ("cross_layer", "fairseq"), ("all", "t5")],
+)
+def test_cached_step_logits_equal_full_forward(strategy, init):
     """Stronger than equal argmax: every incremental step reproduces the full logits."""
-    model = tiny_model(strategy).double().eval()
+    model = tiny_model(strategy, model={"init": init}).double().eval()
     src, tgt = batch()
     full = model(src, tgt)
     memory, src_pad = model.encode(src)
@@ -144,6 +151,8 @@ def test_post_ln_has_no_final_norm_and_pre_ln_has_one():
         ({"arch": "decoder"}, "model.arch='decoder': must be one of auto, encdec, lm"),
         ({"dropout": 1.5}, r"model.dropout=1.5: must lie in \[0, 1\]"),
         ({"d_ff": 0}, "model.d_ff=0: must be > 0"),
+        ({"init": "xavier"}, "model.init='xavier': must be one of fairseq, gpt2, t5"),
+        ({"init": "t5", "embed_scale": True}, r"model.embed_scale=True: model.init=t5 .* std √d"),
     ],
 )
 def test_bad_model_options_are_named(override, message):
@@ -156,6 +165,140 @@ def test_unknown_model_option_is_named():
 
     with pytest.raises(KeyError, match="Key 'layers' not in 'ModelConfig'"):
         from_values(ModelConfig, {"layers": 6})
+
+
+# ---------------------------------------------------------------------------- initialisation
+
+WIDE = {"d_model": 64, "d_ff": 128, "max_len": 256}  # with a 1000-token vocabulary: big samples
+D, FF = WIDE["d_model"], WIDE["d_ff"]
+
+
+def wide_model(init: str, *strategies: str, arch: str = "encdec", **options):
+    model = {**WIDE, "init": init, **options}
+    return tiny_model(*strategies, arch=arch, vocab=Vocab.shared(1000), model=model)
+
+
+def assert_std(tensor: torch.Tensor, expected: float, name: str) -> None:
+    """Mean 0 and standard deviation `expected`, within 5 standard errors for a sample of
+    n = numel: SE(std) ≈ σ/√(2n) for a normal sample (less for a uniform one), SE(mean)
+    = σ/√n."""
+    t, n = tensor.detach().double(), tensor.numel()
+    assert abs(t.std().item() - expected) < 5 * expected / math.sqrt(2 * n), (name, t.std())
+    assert abs(t.mean().item()) < 5 * expected / math.sqrt(n), (name, t.mean())
+
+
+def expected_stds(init: str, arch: str) -> dict[str, float]:
+    """The initial std of some weights, from each convention's definition (d=64, d_ff=128)."""
+    paths = ["decoder.embed", "decoder.pos", "output", "decoder.layers.0.self_attn.q_proj"]
+    paths += ["decoder.layers.1.self_attn.out_proj", "decoder.layers.0.ffn.fc1"]
+    paths += ["decoder.layers.1.ffn.fc2"]
+    if arch == "encdec":
+        paths += ["decoder.layers.1.cross_attn.k_proj", "decoder.layers.1.cross_attn.out_proj"]
+        paths += ["encoder.layers.1.ffn.fc2"]
+    kind = {f"{p}.weight": p.rsplit(".", 1)[-1] for p in paths}  # → embed, pos, q_proj, …
+    if init == "fairseq":
+        # embeddings and output N(0, d^-1/2); Xavier uniform: std √(2 / (fan_in + fan_out))
+        std = {"fc1": math.sqrt(2 / (D + FF)), "fc2": math.sqrt(2 / (FF + D))}
+        return {p: std.get(k, D**-0.5) for p, k in kind.items()}
+    if init == "gpt2":
+        # N(0, 0.02); residual projections ÷ √(residual sublayers of their stack)
+        sublayers = {"decoder": 3 * 2 if arch == "encdec" else 2 * 2, "encoder": 2 * 2}
+        residual = [p for p, k in kind.items() if k in ("out_proj", "fc2")]
+        std = {p: 0.02 / math.sqrt(sublayers[p.split(".")[0]]) for p in residual}
+        return {p: std.get(p, 0.02) for p in kind}
+    # t5: embeddings N(0, 1), linears N(0, fan_in^-1/2), so d^-1/2 but for fc2 (fan_in d_ff)
+    std = {"embed": 1.0, "pos": 1.0, "fc2": FF**-0.5}
+    return {p: std.get(k, D**-0.5) for p, k in kind.items()}
+
+
+@pytest.mark.parametrize("arch", ["encdec", "lm"])
+@pytest.mark.parametrize("init", [i.value for i in Init])
+def test_each_init_draws_its_convention(init, arch):
+    model = wide_model(init, arch=arch)
+    for path, std in expected_stds(init, arch).items():
+        assert_std(model.get_parameter(path), std, path)
+    for name, p in model.named_parameters():
+        if name.endswith(".bias"):
+            assert torch.equal(p, torch.zeros_like(p)), name
+        elif "norm" in name:
+            assert torch.equal(p, torch.ones_like(p)), name
+
+
+FAIRSEQ_FINGERPRINT = {
+    # the tiny model at seed 0 as the code before `model.init` drew it: the sum of |θ| over
+    # the state_dict, then decoder.embed.weight[5, 3], layers.1.ffn.fc2.weight[7, 11] and
+    # output.weight[49, 31] (torch's CPU generator: a change of its algorithm moves these too)
+    "encdec": (7450.742708696563, -0.12528005242347717, -0.055135518312454224, 0.09387923777103424),
+    "lm": (3169.0243188617114, -0.031067831441760063, -0.1926749050617218, 0.016659371554851532),
+}
+
+
+@pytest.mark.parametrize("arch", ["encdec", "lm"])
+def test_default_init_is_fairseq_and_draws_what_it_always_drew(arch):
+    default = tiny_model(arch=arch).state_dict()
+    fairseq = tiny_model(arch=arch, model={"init": "fairseq"}).state_dict()
+    assert tiny_cfg().init == Init.fairseq
+    assert default.keys() == fairseq.keys()
+    assert all(torch.equal(default[k], fairseq[k]) for k in default)
+    fingerprint = (
+        sum(t.double().abs().sum().item() for t in default.values()),
+        default["decoder.embed.weight"][5, 3].item(),
+        default["decoder.layers.1.ffn.fc2.weight"][7, 11].item(),
+        default["output.weight"][49, 31].item(),
+    )
+    assert fingerprint == pytest.approx(FAIRSEQ_FINGERPRINT[arch], rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize(
+    ("init", "embed_scale", "scaled"),
+    [
+        ("fairseq", None, True),
+        ("gpt2", None, False),
+        ("t5", None, False),
+        ("fairseq", False, False),
+        ("gpt2", True, True),
+        ("t5", False, False),
+    ],
+)
+def test_each_init_implies_its_embedding_scale(init, embed_scale, scaled):
+    """model.embed_scale unset follows the convention; set, it overrides it (but t5's
+    unit-variance embeddings refuse ×√d: test_bad_model_options_are_named)."""
+    assert tiny_cfg(init=init, embed_scale=embed_scale).scales_embeddings is scaled
+    model = tiny_model(model={"init": init, "embed_scale": embed_scale})
+    assert model.encoder.scale == model.decoder.scale == (math.sqrt(32) if scaled else 1.0)
+
+
+@pytest.mark.parametrize(
+    ("init", "strategy", "arch", "scaled"),
+    [
+        ("t5", "embed_output", "encdec", True),
+        ("t5", "three_way", "encdec", True),
+        ("t5", "all", "encdec", True),
+        ("t5", "encdec_vocab", "encdec", False),  # decoder embedding tied, but not to the output
+        ("t5", "none", "encdec", False),
+        ("t5", "embed_output", "lm", True),
+        ("t5", "all", "lm", True),
+        ("t5", "none", "lm", False),
+        ("fairseq", "embed_output", "encdec", False),
+        ("gpt2", "three_way", "encdec", False),
+        ("gpt2", "embed_output", "lm", False),
+    ],
+)
+def test_t5_scales_logits_by_d_to_the_minus_half_only_with_a_tied_output(
+    init, strategy, arch, scaled
+):
+    model = tiny_model(strategy, arch=arch, model={"init": init}).double().eval()
+    src, tgt = batch()
+    features = model.features(src, tgt) if arch == "encdec" else model.features(tgt)
+    tied = model.output.weight is model.decoder.embed.weight
+    assert tied == (strategy in ("embed_output", "three_way", "all"))
+    weight = model.decoder.embed.weight if tied else model.output.weight
+    expected = (features @ weight.T) * (32**-0.5 if scaled else 1.0)
+    torch.testing.assert_close(logits_of(model, src, tgt), expected, rtol=1e-12, atol=1e-12)
+    if arch == "encdec":  # the decoding entry point scales the same way
+        memory, src_pad = model.encode(src)
+        decoded = model.decode(tgt, memory, src_pad)
+        torch.testing.assert_close(decoded, expected, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------- beam search

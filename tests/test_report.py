@@ -30,7 +30,8 @@ SMOKE_FIGURES = {
     "learning_curves",
     "quality_vs_throughput",
 }
-NOT_FOR_SMOKE = {"softmax_cost", "vocab_overlap"}  # one vocabulary size, one overlap
+# one vocabulary size, one overlap, one budget per run
+NOT_FOR_SMOKE = {"softmax_cost", "vocab_overlap", "delta_vs_budget"}
 
 
 def report_cli(*args: str) -> subprocess.CompletedProcess:
@@ -513,3 +514,109 @@ def test_source_wandb_without_credentials_names_the_fix(tmp_path, monkeypatch):
     )
     assert result.returncode == 2
     assert "wandb login" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------- BLEU and chrF
+
+GENESIS = [
+    "In the beginning God created the heaven and the earth.",
+    "And the earth was without form, and void; and darkness was upon the face of the deep.",
+    "And God said, Let there be light: and there was light.",
+    "And God saw the light, that it was good: and God divided the light from the darkness.",
+    "And God called the light Day, and the darkness he called Night.",
+    "And the evening and the morning were the first day.",
+    "And God made the firmament, and divided the waters which were under the firmament.",
+    "And God called the firmament Heaven.",
+    "And God said, Let the waters under the heaven be gathered together unto one place.",
+    "And God called the dry land Earth; and the gathering together of the waters called he Seas.",
+    "And the earth brought forth grass, and herb yielding seed after his kind.",
+    "And God set them in the firmament of the heaven to give light upon the earth.",
+]
+# the share of each reference's words a system gets right, per seed: three_way is far better
+# on seeds 0 and 1 and a little worse on seed 2; embed_output's pooled BLEU is close to
+# none's (a bootstrap p that depends on the resampling's seed)
+KEEP = {"none": (0.5, 0.45, 0.55), "three_way": (0.9, 0.85, 0.5), "embed_output": (0.6, 0.4, 0.55)}
+
+
+def degraded(keep: float) -> list[str]:
+    """Hypotheses that keep the first `keep` of each reference's words, then say "the"."""
+    out = []
+    for ref in GENESIS:
+        words = ref.split()
+        n = max(1, round(keep * len(words)))
+        out.append(" ".join(words[:n] + ["the"] * (len(words) - n)))
+    return out
+
+
+def test_bleu_and_chrf_deltas_are_seed_level_and_the_bootstrap_is_reported_beside(tmp_path):
+    """Acceptance: delta_bleu_p (and delta_chrf_p) is the paired t over seeds that scipy
+    gives; delta_bleu_bootstrap_p is sacreBLEU's paired bootstrap on the sentences pooled
+    over seeds, with the seed and resamples of stats.py whatever SACREBLEU_SEED says; the
+    significance mark follows the seed-level p, not the bootstrap's."""
+    import sacrebleu
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    from tiedharness.analysis.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+
+    scores: dict[str, list[tuple[float, float]]] = {}
+    for job, (sharing, seed) in enumerate((s, seed) for s in KEEP for seed in range(3)):
+        hyps = degraded(KEEP[sharing][seed])
+        bleu = sacrebleu.corpus_bleu(hyps, [GENESIS]).score
+        chrf = sacrebleu.corpus_chrf(hyps, [GENESIS]).score
+        scores.setdefault(sharing, []).append((bleu, chrf))
+        folder = tmp_path / "sweep" / str(job)
+        record = _record("bible_mt", sharing, seed, 3.0 - 0.1 * seed)
+        record["metrics"].update(bleu=bleu, chrf=chrf, decoded_examples=len(GENESIS))
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps(record))
+        decoded = [
+            {"index": i, "hypothesis": h, "reference": r}
+            for i, (h, r) in enumerate(zip(hyps, GENESIS, strict=True))
+        ]
+        (folder / "decoded-valid.jsonl").write_text("".join(json.dumps(d) + "\n" for d in decoded))
+    exe = shutil.which("tiedharness-report", path=str(Path(sys.executable).parent))
+    env = {**os.environ, "SACREBLEU_SEED": "7"}  # the report fixes its own seed
+    out = subprocess.run([exe, str(tmp_path / "sweep")], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    report = tmp_path / "sweep" / "report"
+    summary = pd.read_csv(report / "summary.csv").set_index("sharing")
+    bootstrap = {}
+    for label in ("three_way", "embed_output"):
+        row, tied, none = summary.loc[label], scores[label], scores["none"]
+        for i, metric in enumerate(("bleu", "chrf")):
+            expected = stats_ttest([t[i] for t in tied], [n[i] for n in none])
+            assert row[f"delta_{metric}_p"] == pytest.approx(expected, rel=1e-9), metric
+            assert row[f"delta_{metric}_n"] == 3
+        baseline = [h for seed in range(3) for h in degraded(KEEP["none"][seed])]
+        system = [h for seed in range(3) for h in degraded(KEEP[label][seed])]
+        os.environ["SACREBLEU_SEED"] = str(BOOTSTRAP_SEED)
+        try:
+            _, result = PairedTest(
+                [("none", baseline), (label, system)],
+                {"BLEU": BLEU()},
+                [GENESIS * 3],
+                test_type="bs",
+                n_samples=BOOTSTRAP_SAMPLES,
+            )()
+        finally:
+            del os.environ["SACREBLEU_SEED"]
+        bootstrap[label] = result["BLEU"][1].p_value
+        assert row["delta_bleu_bootstrap_p"] == bootstrap[label], label
+    assert 0.05 < bootstrap["embed_output"] < 1  # neither extreme: the seed matters here
+    # three_way: seeds disagree (no evidence over training variance), sentences do not
+    assert summary.loc["three_way", "delta_bleu_p"] > 0.05 and bootstrap["three_way"] < 0.05
+
+    markdown = (report / "summary.md").read_text()
+    (line,) = [x for x in markdown.splitlines() if x.startswith("| bible_mt | tiny | three_way ")]
+    header = markdown.splitlines()[0].split(" | ")
+    cells = line.split(" | ")
+    assert "*" not in cells[header.index("ΔBLEU vs none")]  # bootstrap p < 0.05, seeds not
+    assert "ΔchrF vs none" in header
+    assert "not training variance" in markdown and "decoding fixed, trained systems" in markdown
+
+
+def stats_ttest(a: list[float], b: list[float]) -> float:
+    from scipy.stats import ttest_rel
+
+    return float(ttest_rel(a, b).pvalue)

@@ -24,11 +24,13 @@ from tiedharness.cli.train import new_folder
 from tiedharness.tracking.record import RunRecord
 from tiedharness.tracking.run_folder import RunFolder, RunFolderError, observed_status
 
-# A copy task small enough to run in seconds, long enough to be interrupted.
+# A copy task small enough to run in seconds, long enough to be interrupted; with dropout
+# (the tiny preset has none), so that a resume must restore the random streams exactly.
 RUN = [
     "task=copy",
     "task.train_examples=2000",
     "model=tiny",
+    "model.dropout=0.1",
     "trainer.max_steps=40",
     "trainer.checkpoint_every=5",
     "trainer.eval_every=10",
@@ -170,6 +172,7 @@ def _wait_for_glob(folder: Path, proc: subprocess.Popen) -> list[Path]:
     return found
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_two_sweeps_started_together_get_their_own_folders(tmp_path):
     common = [
         "-m",
@@ -322,6 +325,7 @@ def test_a_damaged_history_line_is_skipped_with_a_warning(uninterrupted, tmp_pat
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_threads_follow_the_cpus_this_process_may_use(tmp_path):
     run = [*RUN, "trainer.max_steps=2", "trainer.profile=false", "logger=none"]
     taskset = shutil.which("taskset")
@@ -346,3 +350,40 @@ def test_threads_follow_the_cpus_this_process_may_use(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert record(tmp_path / "b")["env"]["threads"] == 1
+
+
+def test_a_cold_and_a_warm_cache_train_the_same(tmp_path):
+    """A cold cache builds the data (tokenizers, examples) and runs the cost profile's
+    training-mode passes, dropout included; a warm one reads both back. Neither may change
+    what training draws: the same command gives the same history, as does one without
+    the profile."""
+    args = [
+        "task=copy",
+        "task.train_examples=500",
+        f"task.cache_dir={tmp_path / 'cache'}",  # empty: this test's own
+        "model=tiny",
+        "model.dropout=0.1",
+        "trainer.max_steps=12",
+        "trainer.eval_every=4",
+        "trainer.log_every=2",
+        "trainer.decode_examples=4",
+        "trainer.test_examples=4",
+        "logger=none",
+    ]
+    runs = {"cold": [], "warm": [], "unprofiled": ["trainer.profile=false"]}
+    for name, extra in runs.items():
+        out = train_cli(*args, *extra, f"hydra.run.dir={tmp_path / name}", results=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert record(tmp_path / "cold")["metrics"]["profile_cached"] is False
+    assert record(tmp_path / "warm")["metrics"]["profile_cached"] is True
+    assert "profile_cached" not in record(tmp_path / "unprofiled")["metrics"]
+
+    def rows(name: str) -> list[dict]:
+        keys = ("step", "tokens", "train_loss", "val_loss")
+        return [{k: row.get(k) for k in keys} for row in history(tmp_path / name)]
+
+    cold = rows("cold")
+    assert sum(row["val_loss"] is not None for row in cold) >= 3
+    assert sum(row["train_loss"] is not None for row in cold) == 6
+    assert rows("warm") == cold  # row by row, exactly
+    assert rows("unprofiled") == cold

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import yaml
 
 from tests.conftest import sweep_records, train_cli
+from tests.test_report import report_cli
 from tiedharness.sweep.search import parse_grid
 
 
@@ -91,10 +93,48 @@ def test_each_strategy_gets_a_study_of_its_own(tmp_path):
         assert best["lr"] == study["best_params"]["trainer.lr"]
         assert best["warmup_steps"] == study["best_params"]["trainer.warmup_steps"]
         assert 3e-4 <= best["lr"] <= 3e-2
-        assert "trainer.seed=0,1,2" in study["compare"]
     # the seeded sampler starts every cell's study from the same proposals: paired trials
     lrs = [[t["params"]["trainer.lr"] for t in s["trials"]] for s in results["studies"]]
     assert lrs[0] == lrs[1]
+    assert results["search_budget"]["trainer.max_steps"] == 12  # experiment=smoke's
+    assert f"tuned_from={jobs[0][0].parent}" in results["tuned"]
+    assert "sharing=none,qkv" in results["tuned"] and "trainer.seed=0,1,2" in results["tuned"]
+
+    # the second command of the workflow: every seed of each cell at the cell's best rate
+    search, tuned_dir = jobs[0][0].parent, tmp_path / "tuned"
+    grid = ["-m", "experiment=smoke", "sharing=none,qkv", "trainer.seed=0,1", "logger=none"]
+    out = train_cli(*grid, f"tuned_from={search}", results=tuned_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    best = {s["cell"]["sharing"]: s["best_params"] for s in results["studies"]}
+    tuned = [record for _, record in sweep_records(tuned_dir)]
+    assert sorted((r["sharing"], r["seed"]) for r in tuned) == [
+        ("none", 0),
+        ("none", 1),
+        ("qkv", 0),
+        ("qkv", 1),
+    ]
+    for record in tuned:
+        trainer = record["config"]["trainer"]
+        assert trainer["lr"] == best[record["sharing"]]["trainer.lr"]
+        assert trainer["warmup_steps"] == best[record["sharing"]]["trainer.warmup_steps"]
+        assert record["config"]["tuned_from"] == str(search)
+    # the report says at which rate each arm trained, and how the rate was found
+    (tuned_sweep,) = (tuned_dir / "smoke").iterdir()
+    out = report_cli(str(tuned_sweep))
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = pd.read_csv(tuned_sweep / "report" / "summary.csv").set_index("sharing")
+    tuning = pd.read_csv(tuned_sweep / "report" / "tuning.csv").set_index("cell")
+    for sharing in ("none", "qkv"):
+        assert summary.at[sharing, "lr"] == best[sharing]["trainer.lr"]
+        assert tuning.at[f"sharing={sharing}", "trainer.lr"] == best[sharing]["trainer.lr"]
+        assert tuning.at[f"sharing={sharing}", "trials"] == 3
+    assert tuning["search_budget"].str.contains("trainer.max_steps=12").all()
+    assert "How the settings were chosen" in (tuned_sweep / "report" / "summary.md").read_text()
+    # a cell the search did not tune, or a tuned key also set by hand: stopped, with why
+    out = train_cli(*grid[:2], "sharing=kv", f"tuned_from={search}", results=tmp_path / "x")
+    assert out.returncode == 2 and "0 of its studies match" in out.stderr
+    out = train_cli(*grid, "trainer.lr=0.001", f"tuned_from={search}", results=tmp_path / "y")
+    assert out.returncode == 2 and "trainer.lr is set on the command line and tuned" in out.stderr
 
 
 def test_hydras_optuna_sweeper_searches_the_training_app(tmp_path):
@@ -118,7 +158,7 @@ def test_hydras_optuna_sweeper_searches_the_training_app(tmp_path):
 
 
 def test_strategies_at_their_own_rates_are_compared_in_one_cell():
-    """The `compare` runs give each strategy its own tuned rate: a rate constant within a
+    """The tuned runs give each strategy its own tuned rate: a rate constant within a
     strategy is no cell key (the strategies stay paired), a rate that varies within one is."""
     import pandas as pd
 
@@ -144,6 +184,7 @@ def test_strategies_at_their_own_rates_are_compared_in_one_cell():
     assert swept_keys(tuning) == ["trainer.lr"]
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_a_killed_search_continues_in_its_folder(tmp_path):
     """The seeded sampler proposes the same settings again from the same results, so a
     rerun keeps the finished trials, resumes the killed one and goes on: were a proposal

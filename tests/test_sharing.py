@@ -13,7 +13,7 @@ import torch
 from conftest import LM_STRATEGIES, batch, logits_of, tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
-from tiedharness.model.config import SharingConfig
+from tiedharness.model.config import Init, SharingConfig
 from tiedharness.model.decoding import greedy_translate
 from tiedharness.model.labels import parse_label, strategy_label, variant_label
 from tiedharness.model.params import count_params
@@ -22,6 +22,7 @@ from tiedharness.training.optim import build_optimizer
 from tiedharness.vocab import Vocab
 
 LAYERS = (0, 1)  # the tiny model has 2 encoder and 2 decoder layers
+INITS = [init.value for init in Init]  # every tie test holds under every init convention
 
 
 def _proj_group(stack: str, layer: int, roles: str) -> list[list[str]]:
@@ -98,10 +99,32 @@ def test_every_strategy_has_a_written_expectation_that_ties_something():
 ARCH_CASES = [(n, "encdec") for n in STRATEGIES] + [(n, "lm") for n in LM_STRATEGIES]
 
 
+@pytest.mark.parametrize("init", INITS)
 @pytest.mark.parametrize(("strategy_name", "arch"), ARCH_CASES)
-def test_tied_tensors_are_one_object(strategy_name, arch):
-    model = tiny_model(strategy_name, arch=arch)
+def test_tied_tensors_are_one_object(strategy_name, arch, init):
+    model = tiny_model(strategy_name, arch=arch, model={"init": init})
     assert_ties(model, expected_ties(strategy_name, arch))
+
+
+# the tied token embedding's std under each init: its own, never the output layer's
+# (which under t5 would be d^-1/2 untied)
+TIED_EMBEDDING_STD = {"fairseq": 32**-0.5, "gpt2": 0.02, "t5": 1.0}
+
+
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize(
+    ("strategy_name", "arch"),
+    [(n, "encdec") for n in ("embed_output", "encdec_vocab", "three_way", "all")]
+    + [(n, "lm") for n in ("embed_output", "all")],
+)
+def test_a_tied_embedding_is_initialised_as_an_embedding(strategy_name, arch, init):
+    """Ties are made after init, so a tied tensor keeps its group's first path's init; in
+    every embedding tie that is a token embedding (1000 × 32 samples: SE of std < 0.4%)."""
+    model = tiny_model(strategy_name, arch=arch, vocab=Vocab.shared(1000), model={"init": init})
+    tied = model.decoder.embed.weight
+    expected = TIED_EMBEDDING_STD[init]
+    assert abs(tied.std().item() - expected) < 0.02 * expected
+    assert abs(tied.mean().item()) < 0.02 * expected
 
 
 def test_strategies_compose_in_any_order():
@@ -127,14 +150,18 @@ def test_qkv_projects_once_and_uses_one_tensor_for_q_k_v():
 
 
 def _untied_copy(tied):
-    """An untied model of the same architecture holding the tied model's values."""
-    untied = tiny_model(arch=tied.arch, seed=123)
+    """An untied model of the same architecture holding the tied model's values and
+    computing the same function: under init=t5 a tied output scales the logits by
+    d^-1/2, which the untied copy must do too for the gradients to compare."""
+    untied = tiny_model(arch=tied.arch, seed=123, model={"init": tied.cfg.init})
     with torch.no_grad():
         for path, p in untied.named_parameters():
             p.copy_(tied.get_parameter(path))
     for path, module in untied.named_modules():
         if hasattr(module, "mask_self"):
             module.mask_self = tied.get_submodule(path).mask_self
+    scale = tied.output_scale()
+    untied.output_scale = lambda: scale
     return untied
 
 
@@ -146,12 +173,14 @@ def _backward(model, src, tgt):
     return loss
 
 
+@pytest.mark.parametrize("init", INITS)
 @pytest.mark.parametrize(
     ("strategy_name", "arch", "mask_self"),
     [(n, a, False) for n, a in ARCH_CASES] + [("qk", "encdec", True), ("qk", "lm", True)],
 )
-def test_shared_gradient_is_sum_of_untied_gradients(strategy_name, arch, mask_self):
-    tied = tiny_model(strategy_name, arch=arch, qk_mask_self=mask_self).double()
+def test_shared_gradient_is_sum_of_untied_gradients(strategy_name, arch, mask_self, init):
+    model = {"init": init}
+    tied = tiny_model(strategy_name, arch=arch, qk_mask_self=mask_self, model=model).double()
     untied = _untied_copy(tied).double()
     src, tgt = batch()
     loss_tied, loss_untied = _backward(tied, src, tgt), _backward(untied, src, tgt)
@@ -169,12 +198,13 @@ def test_shared_gradient_is_sum_of_untied_gradients(strategy_name, arch, mask_se
 # ---------------------------------------------------------------------------- survival
 
 
-def test_ties_survive_state_dict_round_trip(strategy_name):
-    source = tiny_model(strategy_name, seed=0)
+@pytest.mark.parametrize("init", INITS)
+def test_ties_survive_state_dict_round_trip(strategy_name, init):
+    source = tiny_model(strategy_name, seed=0, model={"init": init})
     buffer = io.BytesIO()
     torch.save(source.state_dict(), buffer)
     buffer.seek(0)
-    fresh = tiny_model(strategy_name, seed=1)
+    fresh = tiny_model(strategy_name, seed=1, model={"init": init})
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     assert_ties(fresh, expected_ties(strategy_name))
     src, tgt = batch()
@@ -183,16 +213,18 @@ def test_ties_survive_state_dict_round_trip(strategy_name):
     )
 
 
-def test_ties_survive_dtype_cast(strategy_name):
-    model = tiny_model(strategy_name).to(torch.float64)
+@pytest.mark.parametrize("init", INITS)
+def test_ties_survive_dtype_cast(strategy_name, init):
+    model = tiny_model(strategy_name, model={"init": init}).to(torch.float64)
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert_ties(model, expected_ties(strategy_name))
     src, tgt = batch()
     assert logits_of(model, src, tgt).dtype == torch.float64
 
 
-def test_optimizer_holds_each_tensor_once(strategy_name):
-    model = tiny_model(strategy_name)
+@pytest.mark.parametrize("init", INITS)
+def test_optimizer_holds_each_tensor_once(strategy_name, init):
+    model = tiny_model(strategy_name, model={"init": init})
     optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.01)
     in_groups = [p for g in optimizer.param_groups for p in g["params"]]
     assert len({id(p) for p in in_groups}) == len(in_groups)
@@ -214,8 +246,9 @@ def _check_compiled(strategies: tuple[str, ...], **options):
 @pytest.mark.slow
 def test_ties_survive_torch_compile():
     # One compile (~30 s on 2 cores) covering every kind of tie: parameter ties across
-    # stacks, shared projections inside attention, and whole reused layers.
-    _check_compiled(("three_way", "positional", "qkv", "cross_layer"))
+    # stacks, shared projections inside attention, and whole reused layers; under t5, so
+    # that the tied-logit scale (an identity test in forward) is compiled too.
+    _check_compiled(("three_way", "positional", "qkv", "cross_layer"), model={"init": "t5"})
     model = tiny_model("three_way", "positional", "qkv", "cross_layer")
     assert model.decoder.layers[1] is model.decoder.layers[0]
 

@@ -78,6 +78,7 @@ def test_synthetic_overlap_rises_strictly_with_the_knob():
     assert all(a < b for a, b in itertools.pairwise(overlaps)), overlaps
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_bible_script_shift_removes_all_overlap():
     plain = build_task({"name": "bible_mt"})
     shifted = build_task({"name": "bible_mt", "script_shift": True})
@@ -263,3 +264,33 @@ def test_too_long_examples_are_dropped_and_counted():
     assert stats["dropped_too_long"] > 0
     assert stats["examples"] + stats["dropped_too_long"] == 2000
     assert int(data.splits["train"].src.lengths.max()) + 1 <= 12
+
+
+# Text whose characters are known: double spaces, non-ASCII, a letter written with a
+# combining accent (NFC makes it one character for the tokenizer; the text has two).
+LM_VALID = "alpha beta  gamma\nnaïve café — e\u0301clair, ok\nthe cat sat\non the mat.\nalpha\n"
+
+
+def lm_corpus(folder) -> str:
+    """A text_lm corpus in `folder` whose validation text is LM_VALID; its folder."""
+    folder.mkdir(exist_ok=True)
+    (folder / "train.txt").write_text(LM_VALID * 5 + "the mat is flat\n", encoding="utf-8")
+    (folder / "valid.txt").write_text(LM_VALID, encoding="utf-8")
+    return str(folder)
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 16, 1000])
+def test_lm_windows_count_each_character_of_the_text_once(tmp_path, block_size):
+    """Bits per character divide by the characters the predicted tokens stand for: over
+    a split's windows, every character of its text once, each line break once, less the
+    first token ("alpha" and its space), which no window predicts."""
+    config = {"name": "text_lm", "data_dir": lm_corpus(tmp_path), "vocab_size": 500}
+    data = build_task({**config, "block_size": block_size})
+    assert data.tgt_tokenizer.encode("alpha beta").tokens[0] == "alpha</w>"
+    chars = data.target_chars("valid")
+    assert len(chars) == len(data.splits["valid"])
+    assert int(chars.sum()) == len(LM_VALID) - len("alpha ")
+    if block_size == 1:  # one predicted token a window: an end of line is one character
+        predicted = [int(w[1]) for w in data.splits["valid"].tgt.to_lists()]
+        assert [int(c) for c, t in zip(chars, predicted, strict=True) if t == EOS_ID] == [1] * 5
+        assert int(chars[0]) == len("beta  ")  # a token and the whitespace after it

@@ -264,6 +264,7 @@ def train(
         session.resume(start.checkpoint)
     outcome, trained = session.run(lambda: bool(stop), progress=ctx.speaks, say=ctx.say)
     metrics.update(trained)
+    record.budgets = session.budgets
     utilisation, record.env["peak_flops_source"] = model_flops_utilisation(
         metrics, device, cfg.precision, threads, dist.world
     )

@@ -22,13 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from tiedharness.analysis.stats import (
-    MIN_SEEDS,
-    SIGNIFICANCE,
-    bleu_paired_bootstrap,
-    ci95,
-    paired_difference,
-)
+from tiedharness.analysis.budgets import budget_deltas, with_verdicts
+from tiedharness.analysis.paired import bleu_bootstrap, paired_deltas
+from tiedharness.analysis.stats import MIN_SEEDS, ci95
 from tiedharness.model.labels import variant_label
 from tiedharness.tracking.record import IDENTITY, RunRecord, RunStatus
 from tiedharness.tracking.run_folder import observed_status
@@ -68,6 +64,8 @@ class Runs:
     swept: list[str]  # config keys that vary between runs (besides task, model, sharing, seed)
     warnings: list[str] = field(default_factory=list)
     history: pd.DataFrame | None = None  # long format: run_id, step, tokens, metric columns
+    # long format: run_id, fraction, step, tokens, metric columns (run.json's `budgets`)
+    budgets: pd.DataFrame | None = None
     scores: str | None = None  # where BLEU/chrF/exact match come from, when not training-time
 
     @property
@@ -159,7 +157,20 @@ def load_runs(
         warnings.append(f"no run.json found below {results_dir}")
     runs = make_runs(rows, warnings, histories)
     runs.scores = scores_source(records, scores)
+    runs.budgets = budget_rows(records)
     return runs
+
+
+def budget_rows(records: list[RunRecord]) -> pd.DataFrame | None:
+    """Every run's `budgets` entries, one row each with its run_id (None: no run has any).
+    Always the runs' own greedy decoding: an eval entry scores the final checkpoint only."""
+    rows = [
+        {**entry, "run_id": r.run_id}
+        for r in records
+        for entry in (getattr(r, "budgets", None) or [])
+        if isinstance(entry, dict) and entry.get("fraction") is not None
+    ]
+    return pd.DataFrame(rows) if rows else None
 
 
 EVAL_SCORES = ("bleu", "chrf", "exact_match")
@@ -293,13 +304,15 @@ SUMMARY_METRICS = (
     "steps",
     "tokens",
 )
-DELTA_METRICS = ("val_loss", "val_bpc", "bleu", "exact_match", "params_total")
+DELTA_METRICS = ("val_loss", "val_bpc", "bleu", "chrf", "exact_match", "params_total")
 
 
 def summarize(runs: Runs) -> pd.DataFrame:
     """Per cell and label, over the seeds of completed runs: n, mean, std and 95% CI of
-    each metric, the share of converged runs, and the paired difference from `none` of
-    the same cell (mean over seeds both have, 95% CI, paired-t p-value, pairs)."""
+    each metric, the share of converged runs among those whose convergence was measured
+    (NaN where none was: an annealed schedule), the paired difference from `none` of the
+    same cell (mean over seeds both have, 95% CI, paired-t p-value, pairs), and the
+    Δ-vs-budget verdicts (tiedharness/analysis/budgets.py)."""
     done = runs.completed
     metrics = [m for m in SUMMARY_METRICS if m in done.columns and done[m].notna().any()]
     if done.empty or not metrics:
@@ -309,91 +322,34 @@ def summarize(runs: Runs) -> pd.DataFrame:
     out = grouped.size().rename("n").to_frame()
     out["few_seeds"] = out["n"] < MIN_SEEDS
     if "converged" in done:
-        out["converged_frac"] = grouped["converged"].agg(
-            lambda c: c.fillna(False).astype(bool).mean()
-        )
+        out["converged_frac"] = grouped["converged"].agg(measured_share)
     for m in metrics:
         stats = grouped[m].agg(["mean", "std", "count"])
         out[f"{m}_mean"], out[f"{m}_std"] = stats["mean"], stats["std"]
         out[f"{m}_ci95"] = [
             ci95(s, int(c)) for s, c in zip(stats["std"], stats["count"], strict=True)
         ]
+    for key in TRAINED_AT:  # each row's own rate: arms may be tuned apart (tuned_from)
+        if f"cfg.trainer.{key}" in done:
+            out[key] = grouped[f"cfg.trainer.{key}"].agg(_the_one_value)
     out = out.reset_index()
-    out = _paired_deltas(out, done, runs.cell_keys)
+    out = paired_deltas(out, done, runs.cell_keys, list(DELTA_METRICS))
     if "bleu" in done and done["bleu"].notna().any():
-        out["delta_bleu_bootstrap_p"] = _bleu_bootstrap(out, done, runs.cell_keys)
-    return out
+        out["delta_bleu_bootstrap_p"] = bleu_bootstrap(out, done, runs.cell_keys)
+    return with_verdicts(out, budget_deltas(runs), runs.cell_keys)
 
 
-def _cell_ids(frame: pd.DataFrame, cell: list[str]) -> pd.Series:
-    """One string per row naming its cell (the values of the cell keys): rows of the
-    summary and runs of the same cell get the same id."""
-    return frame[cell].astype(str).agg("|".join, axis=1)
+TRAINED_AT = ("lr", "warmup_steps")  # the settings a summary row states it trained at
 
 
-def _paired_deltas(out: pd.DataFrame, done: pd.DataFrame, cell: list[str]) -> pd.DataFrame:
-    """delta_<metric>_{mean,ci95,p,n}: per-seed differences from `none` in the same cell."""
-    metrics = [m for m in DELTA_METRICS if m in done.columns]
-    done = done.assign(_cell=_cell_ids(done, cell))
-    base = done[done["sharing"] == "none"].set_index(["_cell", "seed"])
-    columns: dict[str, list] = {}
-    for cell_id, label in zip(_cell_ids(out, cell), out["sharing"], strict=True):
-        runs = done[(done["_cell"] == cell_id) & (done["sharing"] == label)].set_index("seed")
-        for m in metrics:
-            diffs = [
-                _float(runs.at[seed, m]) - _float(base.at[(cell_id, seed), m])
-                for seed in runs.index
-                if (cell_id, seed) in base.index
-            ]
-            result = paired_difference(diffs)
-            for stat, value in result.items():
-                columns.setdefault(f"delta_{m}_{stat}", []).append(value)
-    out = out.assign(**columns)
-    for m in metrics:
-        out[f"delta_{m}_significant"] = out[f"delta_{m}_p"] < SIGNIFICANCE
-    return out
+def _the_one_value(values: pd.Series) -> Any:
+    """The value every run of a row shares; NaN where they differ."""
+    distinct = values.dropna().unique()
+    return distinct[0] if len(distinct) == 1 else float("nan")
 
 
-def _float(value: Any) -> float:
-    """A metric as a float; NaN where a run did not record it."""
-    return float("nan") if _is_missing(value) else float(value)
-
-
-def _bleu_bootstrap(out: pd.DataFrame, done: pd.DataFrame, cell: list[str]) -> list[float]:
-    """sacreBLEU's paired bootstrap of each label against none of its cell, on the
-    sentences both decoded (decoded-valid.jsonl, or the hypotheses of the tiedharness-eval
-    entry the report uses), pooled over the seeds they share.
-    NaN where the decoded files are missing or cover different examples."""
-    if "decoded_valid" not in done:  # runs read from W&B: no decoded sentences
-        return [float("nan")] * len(out)
-    key = _cell_ids(done, cell)
-    p_values = []
-    for cell_id, label in zip(_cell_ids(out, cell), out["sharing"], strict=True):
-        runs = done[key == cell_id]
-        mine = runs[runs["sharing"] == label].set_index("seed")["decoded_valid"]
-        base = runs[runs["sharing"] == "none"].set_index("seed")["decoded_valid"]
-        pooled = [_decoded_pair(base[s], mine[s]) for s in mine.index if s in base.index]
-        if label == "none" or not pooled or any(p is None for p in pooled):
-            p_values.append(float("nan"))
-            continue
-        baseline, system, references = ([x for p in pooled for x in p[i]] for i in range(3))
-        p_values.append(bleu_paired_bootstrap(baseline, system, references))
-    return p_values
-
-
-def _decoded_pair(base_file: str | None, run_file: str | None) -> tuple[list, list, list] | None:
-    """(baseline hypotheses, system hypotheses, references) of the same examples."""
-    try:
-        rows = [
-            [json.loads(line) for line in Path(f).read_text().splitlines()]
-            for f in (base_file, run_file)
-        ]
-    except (OSError, ValueError, TypeError):
-        return None
-    if [r["index"] for r in rows[0]] != [r["index"] for r in rows[1]]:
-        return None
-    return (
-        [r["hypothesis"] for r in rows[0]],
-        [r["hypothesis"] for r in rows[1]],
-        [r["reference"] for r in rows[0]],
-    )
+def measured_share(converged: pd.Series) -> float:
+    """The share of True among the runs whose convergence was measured; NaN where none
+    was (`converged` null: the schedule anneals to zero, so a flat tail proves nothing)."""
+    measured = converged.dropna()
+    return float(measured.astype(bool).mean()) if len(measured) else float("nan")

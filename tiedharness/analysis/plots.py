@@ -19,80 +19,20 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tiedharness.analysis.aggregate import MISSING, Runs
+from tiedharness.analysis.aggregate import Runs
+from tiedharness.analysis.budget_plots import delta_vs_budget
+from tiedharness.analysis.style import (
+    STYLE,
+    NoData,
+    cell_label,
+    convergence_fill,
+    legend,
+    panels,
+    strategy_order,
+    strategy_style,
+)
 from tiedharness.analysis.tables import WIDE_SPREAD
-from tiedharness.model.labels import parse_label
-from tiedharness.model.names import COMPONENTS, STRATEGY_NAMES
-
-WIDTH = 3.4  # inches: one column of a two-column paper
-PANEL_HEIGHT = 2.3
-STYLE = {
-    "font.size": 8,
-    "axes.titlesize": 8,
-    "axes.labelsize": 8,
-    "legend.fontsize": 6.5,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "savefig.dpi": 200,
-}
-_COLORS = plt.get_cmap("tab10").colors
-_MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "<", ">"]
-
-
-class NoData(Exception):
-    """The runs hold nothing this figure could show; the message says what is missing."""
-
-
-def strategy_style(label: str) -> dict:
-    """One colour and marker per label, the same in every figure and report: a strategy's
-    by its place in STRATEGY_NAMES; a variant with options (qk+mask_self) keeps its
-    strategy's colour with a marker and dashes of its own; a combination of strategies
-    gets a stable style of its own."""
-    strategies, options = parse_label(label)
-    order = list(STRATEGY_NAMES)
-    i = order.index(strategies) if strategies in order else len(order) + sum(map(ord, strategies))
-    style = {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}
-    if options:
-        shift = 1 + sum(map(ord, options)) % (len(_MARKERS) - 1)
-        style.update(marker=_MARKERS[(i + shift) % len(_MARKERS)], linestyle="--")
-    return style
-
-
-def _strategy_order(names) -> list[str]:
-    order = list(STRATEGY_NAMES)
-    return sorted(set(names), key=lambda n: (order.index(n) if n in order else len(order), n))
-
-
-def _panels(n: int) -> tuple[Figure, list]:
-    fig, axes = plt.subplots(n, 1, figsize=(WIDTH, PANEL_HEIGHT * n + 0.5), squeeze=False)
-    return fig, [a[0] for a in axes]
-
-
-def _legend(fig: Figure, axes: list) -> None:
-    handles, labels = {}, {}
-    for ax in axes:
-        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, h)
-            labels[label] = label
-    if handles:
-        fig.legend(handles.values(), labels.values(), loc="lower center", ncol=4, frameon=False)
-        fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(handles) // 4), 1, 1))
-    else:
-        fig.tight_layout()
-
-
-def _cell_label(row: pd.Series, swept: list[str], with_model: bool = True) -> str:
-    extra = ", ".join(
-        f"{k.split('.')[-1]}={row[k]}" for k in swept if pd.notna(row.get(k)) and row[k] != MISSING
-    )
-    inside = ", ".join(x for x in (row["model"] if with_model else "", extra) if x)
-    return f"{row['task']} ({inside})" if inside else str(row["task"])
-
-
-def _converged(row: pd.Series) -> bool:
-    return not (row.get("converged_frac", 1.0) < 1.0)
+from tiedharness.model.names import COMPONENTS
 
 
 def pareto_front(points: list[tuple[float, float]], maximize: bool = False) -> list[tuple]:
@@ -116,8 +56,11 @@ def _point(ax, row: pd.Series, x: str, x_scale: float, y: str) -> None:
         return value / scale if pd.notna(value) else None
 
     style = {**strategy_style(row["sharing"]), "linestyle": "none"}
-    if not _converged(row):  # hollow: not every run of the cell converged
+    fill = convergence_fill(row)  # hollow: not converged; half-filled: not measured
+    if fill == "none":
         style["markerfacecolor"] = "none"
+    elif fill == "bottom":
+        style.update(fillstyle="bottom", markerfacecoloralt="white")
     ax.errorbar(
         row[f"{x}_mean"] / x_scale,
         row[f"{y}_mean"],
@@ -138,11 +81,11 @@ def _tradeoff(summary: pd.DataFrame, runs: Runs, metric: str, label: str, maximi
         raise NoData(f"fewer than two completed cells report {metric}")
     data = summary[summary[col].notna()]
     groups = list(data.groupby(["task", *runs.swept], dropna=False, sort=False))
-    fig, axes = _panels(len(groups))
+    fig, axes = panels(len(groups))
     for ax, (_, panel) in zip(axes, groups, strict=True):
         for _, row in panel.iterrows():
             _point(ax, row, "params_total", 1e6, metric)
-        for sharing in _strategy_order(panel["sharing"]):
+        for sharing in strategy_order(panel["sharing"]):
             sizes = panel[panel["sharing"] == sharing].sort_values("params_total_mean")
             if len(sizes) > 1:
                 style = strategy_style(sharing)
@@ -153,16 +96,17 @@ def _tradeoff(summary: pd.DataFrame, runs: Runs, metric: str, label: str, maximi
         )
         ax.step(*zip(*front, strict=True), where="post", color="0.5", linewidth=0.8, zorder=0)
         with_model = panel["model"].nunique() == 1
-        ax.set_title(_cell_label(panel.iloc[0], runs.swept, with_model))
+        ax.set_title(cell_label(panel.iloc[0], runs.swept, with_model))
         ax.set_xlabel("unique parameters (M)")
         ax.set_ylabel(label)
-    _legend(fig, axes)
+    legend(fig, axes)
     return fig
 
 
 def tradeoff_loss(runs: Runs, summary: pd.DataFrame) -> Figure:
     """Unique parameters vs validation loss per task, with 95% CIs, the Pareto front, and
-    lines across model sizes. Hollow markers: cells not every run of which converged."""
+    lines across model sizes. Hollow markers: cells not every run of which converged;
+    half-filled: convergence not measured (the schedule anneals to zero)."""
     return _tradeoff(summary, runs, "val_loss", "validation loss (nats/token)", maximize=False)
 
 
@@ -184,10 +128,10 @@ def param_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
     if have.empty or not set(columns) <= set(have.columns):
         raise NoData("no run recorded its parameter counts")
     groups = list(have.groupby(["task", "model"], sort=False))
-    fig, axes = _panels(len(groups))
+    fig, axes = panels(len(groups))
     for ax, ((task, model), rows) in zip(axes, groups, strict=True):
         rows = rows.drop_duplicates("sharing").set_index("sharing")
-        names = _strategy_order(rows.index)
+        names = strategy_order(rows.index)
         bottom = pd.Series(0.0, index=names)
         palette = plt.get_cmap("Set2").colors  # not the strategies' colours: these are parts
         for i, ((component, _), column) in enumerate(zip(COMPONENTS, columns, strict=True)):
@@ -213,7 +157,7 @@ def param_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
         ax.tick_params(axis="x", rotation=45)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
-    _legend(fig, axes)
+    legend(fig, axes)
     return fig
 
 
@@ -244,7 +188,7 @@ def softmax_cost(runs: Runs, summary: pd.DataFrame) -> Figure:
     and in time, and training throughput, vs vocabulary size (joint vocabularies solid,
     separate dashed; timings whose spread is wide are greyed)."""
     done = _cost_runs(runs)
-    fig, (share_ax, speed_ax) = _panels(2)
+    fig, (share_ax, speed_ax) = panels(2)
     for (task, vocab_kind, sharing), rows in done.groupby(
         ["task", "vocab_kind", "sharing"], sort=False
     ):
@@ -271,13 +215,16 @@ def softmax_cost(runs: Runs, summary: pd.DataFrame) -> Figure:
     share_ax.set_ylabel("output layer's share of a step")
     share_ax.set_title("output layer: o FLOPs, x time (grey: noisy timing)")
     speed_ax.set_ylabel("training target tokens/s")
-    _legend(fig, [share_ax, speed_ax])
+    legend(fig, [share_ax, speed_ax])
     return fig
 
 
 def learning_curves(runs: Runs, summary: pd.DataFrame) -> Figure:
-    """Validation loss vs tokens seen, mean ± std over seeds, per strategy."""
+    """Validation loss vs tokens seen, mean ± std over seeds, per strategy (the main run's
+    evaluations only: a budget branch's rows are left out)."""
     history = runs.history
+    if history is not None and "branch" in history:
+        history = history[history["branch"].isna()]
     if history is None or "val_loss" not in history or history["val_loss"].notna().sum() == 0:
         raise NoData("no run logged validation loss during training")
     evals = history[history["val_loss"].notna()].merge(
@@ -286,9 +233,9 @@ def learning_curves(runs: Runs, summary: pd.DataFrame) -> Figure:
     if evals.empty:
         raise NoData("no completed run logged validation loss")
     groups = list(evals.groupby(["task", "model", *runs.swept], dropna=False, sort=False))
-    fig, axes = _panels(len(groups))
+    fig, axes = panels(len(groups))
     for ax, (_, cell) in zip(axes, groups, strict=True):
-        for sharing in _strategy_order(cell["sharing"]):
+        for sharing in strategy_order(cell["sharing"]):
             curve = (
                 cell[cell["sharing"] == sharing]
                 .groupby("step")
@@ -312,10 +259,10 @@ def learning_curves(runs: Runs, summary: pd.DataFrame) -> Figure:
                     color=style["color"],
                     alpha=0.15,
                 )
-        ax.set_title(_cell_label(cell.iloc[0], runs.swept))
+        ax.set_title(cell_label(cell.iloc[0], runs.swept))
         ax.set_xlabel("target tokens seen")
         ax.set_ylabel("validation loss")
-    _legend(fig, axes)
+    legend(fig, axes)
     return fig
 
 
@@ -335,7 +282,7 @@ def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
     metrics = [(metric, f"Δ validation {unit} vs none (lower is better)")]
     if "delta_bleu_mean" in rows and rows["delta_bleu_mean"].notna().any():
         metrics.append(("bleu", "Δ BLEU vs none"))
-    fig, axes = _panels(len(metrics))
+    fig, axes = panels(len(metrics))
     for ax, (name, label) in zip(axes, metrics, strict=True):
         for (task, sharing), group in rows.groupby(["task", "sharing"], sort=False):
             group = group.sort_values("overlap_mean")
@@ -355,7 +302,7 @@ def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
         ax.axhline(0, color="0.6", linewidth=0.6)
         ax.set_xlabel("source-target subword overlap (Jaccard)")
         ax.set_ylabel(label)
-    _legend(fig, axes)
+    legend(fig, axes)
     return fig
 
 
@@ -365,14 +312,14 @@ def quality_vs_throughput(runs: Runs, summary: pd.DataFrame) -> Figure:
     if summary.empty or not needed <= set(summary.columns) or len(summary) < 2:
         raise NoData("fewer than two completed cells report throughput and loss")
     groups = list(summary.groupby(["task", "model", *runs.swept], dropna=False, sort=False))
-    fig, axes = _panels(len(groups))
+    fig, axes = panels(len(groups))
     for ax, (_, cell) in zip(axes, groups, strict=True):
         for _, row in cell.iterrows():
             _point(ax, row, "train_tokens_per_s", 1e3, "val_loss")
-        ax.set_title(_cell_label(cell.iloc[0], runs.swept))
+        ax.set_title(cell_label(cell.iloc[0], runs.swept))
         ax.set_xlabel("training throughput (k target tokens/s)")
         ax.set_ylabel("validation loss")
-    _legend(fig, axes)
+    legend(fig, axes)
     return fig
 
 
@@ -385,6 +332,7 @@ FIGURES: dict[str, Callable[[Runs, pd.DataFrame], Figure]] = {
     "learning_curves": learning_curves,
     "vocab_overlap": vocab_overlap,
     "quality_vs_throughput": quality_vs_throughput,
+    "delta_vs_budget": delta_vs_budget,
 }
 
 

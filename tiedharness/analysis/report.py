@@ -19,14 +19,15 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from tiedharness.analysis import plots
 from tiedharness.analysis.aggregate import Runs, load_runs, summarize
+from tiedharness.analysis.budgets import budget_deltas
 from tiedharness.analysis.tables import (
-    FOOTNOTES,
-    budget_lines,
     runs_table,
+    summary_notes,
     summary_table,
     to_latex,
     to_markdown,
 )
+from tiedharness.analysis.tuning import tuning_notes, tuning_table
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Report:
     out_dir: Path
     runs: Runs
     summary: pd.DataFrame
+    tuning: pd.DataFrame = field(default_factory=pd.DataFrame)  # the searches runs were tuned by
     figures: dict[str, dict[str, Path]] = field(default_factory=dict)
     not_drawn: dict[str, str] = field(default_factory=dict)  # figure → why not
     tables: dict[str, Path] = field(default_factory=dict)
@@ -43,7 +45,7 @@ class Report:
 def build_report(runs: Runs, out_dir: Path) -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
-    report = Report(out_dir, runs, summary)
+    report = Report(out_dir, runs, summary, tuning_table(runs))
     for name in plots.FIGURES:
         try:
             fig = plots.draw(name, runs, summary)
@@ -53,18 +55,40 @@ def build_report(runs: Runs, out_dir: Path) -> Report:
         report.figures[name] = plots.save(fig, out_dir / "figures", name)
     if not summary.empty:
         header, rows = summary_table(runs, summary)
-        notes = "".join(f"\n{line}\n" for line in [*budget_lines(runs), FOOTNOTES])
+        notes = "".join(f"\n{line}\n" for line in summary_notes(runs, summary))
         report.tables["markdown"] = out_dir / "summary.md"
-        report.tables["markdown"].write_text(to_markdown(header, rows) + notes)
+        report.tables["markdown"].write_text(to_markdown(header, rows) + notes + tuning_md(report))
         report.tables["latex"] = out_dir / "summary.tex"
         report.tables["latex"].write_text(to_latex(header, rows))
         summary.to_csv(out_dir / "summary.csv", index=False)
+    if not report.tuning.empty:  # how each arm's settings were found
+        report.tables["tuning"] = out_dir / "tuning.csv"
+        report.tuning.to_csv(report.tables["tuning"], index=False)
+    deltas = budget_deltas(runs)
+    if not deltas.empty:  # the paired Δ at every budget: the verdicts' evidence
+        report.tables["budgets"] = out_dir / "budgets.csv"
+        deltas.to_csv(report.tables["budgets"], index=False)
     runs.frame.drop(columns=[c for c in runs.frame.columns if c.startswith("cfg.")]).to_csv(
         out_dir / "runs.csv", index=False
     )
     report.html = out_dir / "report.html"
     report.html.write_text(render_html(report))
     return report
+
+
+def tuning_md(report: Report) -> str:
+    """The searches' results under the summary table: which settings each cell got."""
+    if report.tuning.empty:
+        return ""
+    notes = "".join(f"\n{line}\n" for line in tuning_notes(report.tuning))
+    return f"\n## How the settings were chosen\n{notes}\n" + to_markdown(*_as_rows(report.tuning))
+
+
+def _as_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    def cell(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return list(table.columns), [[cell(v) for v in row] for row in table.itertuples(index=False)]
 
 
 # ---------------------------------------------------------------------------- HTML
@@ -142,10 +166,15 @@ def render_html(report: Report) -> str:
     if report.summary.empty:
         parts.append("<p>No completed runs to summarise.</p>")
     else:
-        budgets = "".join(f"<li>{html.escape(line)}</li>" for line in budget_lines(runs))
+        *lines, footnotes = summary_notes(runs, report.summary)
+        budgets = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
         parts.append(f"<ul class=budget>{budgets}</ul>")
         parts.append(_table_html(*summary_table(runs, report.summary), marked="‡"))
-        parts.append(f"<p class=note>{html.escape(FOOTNOTES)}</p>")
+        parts.append(f"<p class=note>{html.escape(footnotes)}</p>")
+    if not report.tuning.empty:
+        parts.append("<h2>How the settings were chosen</h2>")
+        parts += [f"<p class=note>{html.escape(line)}</p>" for line in tuning_notes(report.tuning)]
+        parts.append(_table_html(*_as_rows(report.tuning)))
     header, rows = runs_table(runs)
     status = header.index("status") if "status" in header else None
     parts += ["<h2>Runs</h2>", _table_html(header, rows, status_column=status), "</body></html>"]

@@ -1,15 +1,22 @@
 """The statistics of a comparison: intervals over seeds, paired differences against the
-baseline with a p-value, and sacreBLEU's paired bootstrap on the same sentences."""
+baseline with a p-value (training variance: the report's significance), and sacreBLEU's
+paired bootstrap on the same sentences (decoding variance only, reported beside it)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from scipy import stats
 
 SIGNIFICANCE = 0.05
 MIN_SEEDS = 3  # fewer replicates are flagged, not silently summarised
+# sacreBLEU's paired bootstrap: resamples, and the seed of its resampling (sacreBLEU reads
+# it from SACREBLEU_SEED; 12345 is its own default), fixed so that a report is reproducible
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 12345
 
 
 def ci95(std: float, n: int) -> float:
@@ -42,13 +49,18 @@ def paired_difference(differences: Sequence[float]) -> dict[str, float]:
 
 
 def bleu_paired_bootstrap(
-    baseline: Sequence[str], system: Sequence[str], references: Sequence[str], samples: int = 1000
+    baseline: Sequence[str],
+    system: Sequence[str],
+    references: Sequence[str],
+    samples: int = BOOTSTRAP_SAMPLES,
 ) -> float:
     """sacreBLEU's paired bootstrap p-value that `system`'s BLEU differs from the
-    baseline's, on the same sentences and references. sacreBLEU gives two systems with
-    the same BLEU p = 1/(samples+1) (it counts resamples whose difference exceeds the
-    observed one, and none exceeds 0); an observed difference of 0 is no evidence of a
-    difference, so that case is p = 1 here."""
+    baseline's, on the same sentences and references, resampled with BOOTSTRAP_SEED.
+    It resamples the sentences of two fixed systems: the variance of decoding a test set,
+    not of training them (a paired t over seeds measures that).
+    sacreBLEU gives two systems with the same BLEU p = 1/(samples+1) (it counts resamples
+    whose difference exceeds the observed one, and none exceeds 0); an observed
+    difference of 0 is no evidence of a difference, so that case is p = 1 here."""
     from sacrebleu.metrics import BLEU
     from sacrebleu.significance import PairedTest
 
@@ -56,13 +68,28 @@ def bleu_paired_bootstrap(
     refs = [list(references)]
     if bleu.corpus_score(list(system), refs).score == bleu.corpus_score(list(baseline), refs).score:
         return 1.0
-
-    test = PairedTest(
-        [("baseline", list(baseline)), ("system", list(system))],
-        {"BLEU": BLEU()},
-        [list(references)],
-        test_type="bs",
-        n_samples=samples,
-    )
-    _, scores = test()
+    with sacrebleu_seed(BOOTSTRAP_SEED):
+        test = PairedTest(
+            [("baseline", list(baseline)), ("system", list(system))],
+            {"BLEU": BLEU()},
+            refs,
+            test_type="bs",
+            n_samples=samples,
+        )
+        _, scores = test()
     return float(scores["BLEU"][1].p_value)
+
+
+@contextmanager
+def sacrebleu_seed(seed: int) -> Iterator[None]:
+    """SACREBLEU_SEED set to `seed` while sacreBLEU reads it (PairedTest takes its seed
+    from the environment only), and put back afterwards."""
+    before = os.environ.get("SACREBLEU_SEED")
+    os.environ["SACREBLEU_SEED"] = str(seed)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["SACREBLEU_SEED"]
+        else:
+            os.environ["SACREBLEU_SEED"] = before

@@ -8,7 +8,8 @@ import math
 import pandas as pd
 
 from tiedharness.analysis.aggregate import Runs
-from tiedharness.analysis.stats import MIN_SEEDS, SIGNIFICANCE
+from tiedharness.analysis.budgets import VERDICT_NOTE
+from tiedharness.analysis.stats import BOOTSTRAP_SAMPLES, MIN_SEEDS, SIGNIFICANCE
 
 WIDE_SPREAD = 0.25  # a time share whose interquartile range exceeds this fraction of it
 
@@ -17,6 +18,7 @@ QUALITY = [
     ("val_loss", "val loss", "{:.4f}"),
     ("val_bpc", "val bpc", "{:.4f}"),
     ("bleu", "BLEU", "{:.2f}"),
+    ("chrf", "chrF", "{:.2f}"),
     ("exact_match", "EM", "{:.3f}"),
 ]
 COSTS = [
@@ -24,11 +26,21 @@ COSTS = [
     ("output_step_flops_share_mean", "output FLOP share", "{:.3f}"),
     ("output_step_time_share_mean", "output time share", "{:.3f}"),
 ]
+ANNEALED = ("cosine", "wsd")  # schedules that anneal the learning rate to zero
 FOOTNOTES = (
     f"† fewer than {MIN_SEEDS} seeds: the interval is unreliable or missing. "
     "‡ not every run of the cell converged (docs/metrics.md): its numbers are not final. "
+    "n/a: convergence not measured (the schedule anneals to zero, so a flat tail proves "
+    "nothing): see the verdict. "
     f"* the paired difference from none is significant (p < {SIGNIFICANCE}, paired t over "
-    "seeds). ~ the time share's spread over repetitions is wide: a noisy measurement."
+    "seeds; never the BLEU bootstrap's p). ~ the time share's spread over repetitions is "
+    "wide: a noisy measurement."
+)
+BOOTSTRAP_NOTE = (
+    "delta_bleu_bootstrap_p (summary.csv): sacreBLEU's paired bootstrap "
+    f"({BOOTSTRAP_SAMPLES} resamples) of the decoded sentences pooled over seeds. It "
+    "measures the variance of decoding fixed, trained systems, not training variance: "
+    "the marks and the verdicts use the paired t over seeds."
 )
 
 
@@ -50,19 +62,43 @@ def summary_table(runs: Runs, summary: pd.DataFrame) -> tuple[list[str], list[li
     header = [k.split(".")[-1] for k in keys] + ["n", "converged", "params", "Δparams"]
     for _, name, _ in quality:
         header += [name, f"Δ{name} vs none"]
+    verdicts = "verdict" in summary.columns
+    header += ["verdict"] if verdicts else []
     header += [name for _, name, _ in costs]
-    rows = [
-        [str(row[k]) for k in keys] + _row_cells(row, quality, costs)
-        for _, row in summary.iterrows()
-    ]
+    rows = []
+    for _, row in summary.iterrows():
+        cells = _row_cells(row, quality, costs)
+        if verdicts:
+            cells.insert(len(cells) - len(costs), str(row["verdict"] or ""))
+        rows.append([str(row[k]) for k in keys] + cells)
     return header, rows
 
 
+def summary_notes(runs: Runs, summary: pd.DataFrame) -> list[str]:
+    """The lines under the summary table: budgets and convergence, what the verdict and the
+    bootstrap are, what the marks mean."""
+    notes = budget_lines(runs)
+    if "verdict" in summary.columns:
+        notes.append(VERDICT_NOTE)
+    if "delta_bleu_bootstrap_p" in summary.columns:
+        notes.append(BOOTSTRAP_NOTE)
+    return [*notes, FOOTNOTES]
+
+
+def _converged_cell(row: pd.Series) -> str:
+    """The share of converged runs; n/a where no run's convergence was measured."""
+    if "converged_frac" not in row.index:
+        return "–"
+    share = row["converged_frac"]
+    if pd.isna(share):
+        return "n/a"
+    return f"{share:.0%}{'' if share == 1 else ' ‡'}"
+
+
 def _row_cells(row: pd.Series, quality: list, costs: list) -> list[str]:
-    converged = row.get("converged_frac", float("nan"))
     cells = [
         f"{row['n']}{'†' if row['n'] < MIN_SEEDS else ''}",
-        "–" if pd.isna(converged) else f"{converged:.0%}{'' if converged == 1 else ' ‡'}",
+        _converged_cell(row),
         _number(row.get("params_total_mean"), "{:,.0f}"),
         _number(row.get("delta_params_total_mean"), "{:+,.0f}"),
     ]
@@ -107,13 +143,30 @@ def budget_lines(runs: Runs) -> list[str]:
             if runs.scores
             else "BLEU, chrF and exact match: the runs' own greedy decoding during training"
         )
-    not_converged = (
-        int((~done["converged"].fillna(False).astype(bool)).sum()) if "converged" in done else 0
-    )
-    if not_converged:
+    return lines + convergence_lines(done)
+
+
+def convergence_lines(done: pd.DataFrame) -> list[str]:
+    """How many completed runs did not converge, and how many were not measured (`converged`
+    null): an annealed schedule's flat tail is forced by the schedule, not convergence."""
+    if "converged" not in done:
+        return []
+    measured = done["converged"].dropna().astype(bool)
+    lines = []
+    if (~measured).any():
         lines.append(
-            f"{not_converged} of {len(done)} completed runs did not converge: "
+            f"{int((~measured).sum())} of {len(done)} completed runs did not converge: "
             "their comparisons describe training in progress, not final quality"
+        )
+    unmeasured = done[done["converged"].isna()]
+    if len(unmeasured):
+        schedule = unmeasured.get("cfg.trainer.schedule", pd.Series(dtype=object))
+        notes = unmeasured.get("convergence_note", pd.Series(dtype=object))
+        annealed = schedule.isin(ANNEALED).any() or notes.notna().any()
+        why = "the schedule anneals to zero" if annealed else "no convergence test recorded"
+        lines.append(
+            f"{len(unmeasured)} of {len(done)} completed runs: convergence not measured: "
+            f"{why}; see the Δ-vs-budget verdicts (verdict column, delta_vs_budget figure)"
         )
     return lines
 
@@ -145,6 +198,10 @@ def runs_table(runs: Runs) -> tuple[list[str], list[list[str]]]:
     ]
     present = [c for c in columns if c in frame.columns]
     rows = [[_cell(v) for v in r] for r in frame[present].itertuples(index=False)]
+    if "converged" in present:  # null: not measured (an annealed schedule), not "no"
+        at, status = present.index("converged"), present.index("status")
+        for row in rows:
+            row[at] = row[at] or ("n/a" if row[status] == "completed" else "")
     return [c.split(".")[-1] for c in present], rows
 
 

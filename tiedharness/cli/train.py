@@ -87,6 +87,8 @@ def main(cfg: DictConfig) -> float | None:
         choices={k: str(v) for k, v in hydra_cfg.runtime.choices.items() if v is not None},
         parallel_jobs=parallel_jobs(launcher),
     )
+    if cfg.get("tuned_from"):  # each cell at the settings its search found best
+        apply_tuned(cfg, list(hydra_cfg.overrides.task))
     try:
         record = execute_job(cfg, ctx)
     except (RunFolderError, CheckpointError) as err:  # nothing was written
@@ -106,6 +108,18 @@ def main(cfg: DictConfig) -> float | None:
             )
         sys.exit(INTERRUPTED_EXIT)
     return objective(record, cfg.objective)
+
+
+def apply_tuned(cfg: DictConfig, job_overrides: list[str]) -> None:
+    """Set the job's cell's best settings from the search in `cfg.tuned_from`."""
+    from tiedharness.sweep.search import SearchConfigError, tuned_settings
+
+    try:
+        best = tuned_settings(cfg.tuned_from, job_overrides)
+    except SearchConfigError as err:
+        fail(str(err))
+    for key, value in best.items():
+        OmegaConf.update(cfg, key, value, merge=False)
 
 
 def objective(record, metric: str) -> float | None:

@@ -41,6 +41,15 @@ class Activation(Choice):
     gelu = "gelu"
 
 
+class Init(Choice):
+    """Initialisation conventions (tiedharness/model/transformer.py, README's model
+    section for their sources). Each implies whether token embeddings are ×√d."""
+
+    fairseq = "fairseq"  # Xavier linears, N(0, d^-1/2) embeddings ×√d
+    gpt2 = "gpt2"  # N(0, 0.02) everywhere, residual projections ÷√(residual sublayers)
+    t5 = "t5"  # N(0, 1) embeddings, N(0, fan_in^-1/2) linears, tied logits ×d^-1/2
+
+
 @dataclass
 class ModelConfig:
     """Architecture hyper-parameters; the defaults are the `small` CPU demo model."""
@@ -56,8 +65,11 @@ class ModelConfig:
     bias: bool = True  # biases of attention and feed-forward linears (the output layer has none)
     positions: Positions = Positions.learned
     max_len: int = 256
-    embed_scale: bool = True  # multiply token embeddings by √d (Vaswani et al. 2017, §3.4)
+    # multiply token embeddings by √d (Vaswani et al. 2017, §3.4); null: as `init` implies
+    # (fairseq yes, gpt2 and t5 no). See `scales_embeddings`.
+    embed_scale: bool | None = None
     activation: Activation = Activation.relu
+    init: Init = Init.fairseq  # initialisation convention (README, "The model")
 
     def __post_init__(self) -> None:
         coerce_choices(self, "model")
@@ -70,6 +82,21 @@ class ModelConfig:
             self.d_model,
             f"must be divisible by model.n_heads={self.n_heads}",
         )
+        require(
+            not (self.init == Init.t5 and self.embed_scale),
+            "model.embed_scale",
+            self.embed_scale,
+            "model.init=t5 draws token embeddings from N(0, 1), so ×√d would give them "
+            "std √d: leave model.embed_scale unset (null) or false, or choose another init",
+        )
+
+    @property
+    def scales_embeddings(self) -> bool:
+        """Whether token embeddings are multiplied by √d: `embed_scale` where set, else
+        the init convention's choice (fairseq: yes; gpt2, t5: no)."""
+        if self.embed_scale is not None:
+            return self.embed_scale
+        return self.init == Init.fairseq
 
     def resolved(self, arch: Arch | str) -> ModelConfig:
         """This config with `arch=auto` replaced by `arch`; an explicit, different arch

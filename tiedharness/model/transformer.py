@@ -5,6 +5,9 @@ The model is built untied; `tiedharness.model.sharing` then makes ties by pointi
 attributes at one `nn.Parameter` or one module. Nothing here knows strategy names: the
 only concession is that attention computes a projection once when Q, K or V share it.
 
+Initialisation (`model.init`; `INITS`, sources in the README) runs on the untied model: a
+tied tensor keeps its tie group's first path's init, for embedding ties a token embedding.
+
 Shapes: B batch, S source length, T target length, d model width, H heads, V vocabulary.
 """
 
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tiedharness.model.config import ModelConfig
+from tiedharness.model.config import Init, ModelConfig
 from tiedharness.vocab import PAD_ID, Vocab
 
 # ---------------------------------------------------------------------------- masks
@@ -236,7 +239,7 @@ class Stack(nn.Module):
         self.layers = nn.ModuleList(Layer(cfg, cross) for _ in range(n_layers))
         self.norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else None
         self.dropout = nn.Dropout(cfg.dropout)
-        self.scale = math.sqrt(cfg.d_model) if cfg.embed_scale else 1.0
+        self.scale = math.sqrt(cfg.d_model) if cfg.scales_embeddings else 1.0
         self.max_len = cfg.max_len
         self.causal = causal
 
@@ -272,6 +275,59 @@ class Stack(nn.Module):
         return x if self.norm is None else self.norm(x)
 
 
+# ---------------------------------------------------------------------------- initialisation
+
+
+def _init_normal(model: Transformer, embedding_std: float, linear_std) -> None:
+    """Embeddings N(0, embedding_std), linears N(0, linear_std(it)), biases 0, LN 1/0."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=linear_std(module))
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=embedding_std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def init_fairseq(model: Transformer) -> None:
+    """Xavier-uniform linears, zero biases, N(0, d^-1/2) embeddings (token and learned
+    positions) and output layer: a √d-scaled token embedding has unit variance."""
+    d = model.cfg.d_model
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=d**-0.5)
+    nn.init.normal_(model.output.weight, mean=0.0, std=d**-0.5)
+
+
+def init_gpt2(model: Transformer) -> None:
+    """Embeddings and linears N(0, 0.02); residual projections (attention out_proj, FFN
+    fc2) N(0, 0.02/√N), N the residual sublayers of their stack (2 or 3 per layer)."""
+    std: dict[nn.Module, float] = {}
+    for stack in (m for m in model.modules() if isinstance(m, Stack)):
+        attention = [a for layer in stack.layers for a in (layer.self_attn, layer.cross_attn)]
+        projections = [a.out_proj for a in attention if a is not None]
+        projections += [layer.ffn.fc2 for layer in stack.layers]
+        std.update((p, 0.02 / math.sqrt(len(projections))) for p in projections)
+    _init_normal(model, 0.02, lambda linear: std.get(linear, 0.02))
+
+
+def init_t5(model: Transformer) -> None:
+    """Mesh TF's T5: embeddings N(0, 1), every linear N(0, fan_in^-1/2), the untied output
+    layer included. T5 folds attention's 1/√d_head into q's init; SDPA applies it here,
+    so q is N(0, d^-1/2). The tied-logit scale is `Transformer.output_scale`."""
+    _init_normal(model, 1.0, lambda linear: linear.in_features**-0.5)
+
+
+INITS = {Init.fairseq: init_fairseq, Init.gpt2: init_gpt2, Init.t5: init_t5}
+
+
 # ---------------------------------------------------------------------------- models
 
 
@@ -293,17 +349,20 @@ class Transformer(nn.Module):
         return [{} for _ in self.decoder.layers]
 
     def init_weights(self) -> None:
-        """fairseq-style: Xavier linears, zero biases, N(0, d^-1/2) embeddings, so a
-        √d-scaled embedding has unit variance and a tied output starts well scaled."""
-        d = self.cfg.d_model
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, mean=0.0, std=d**-0.5)
-        nn.init.normal_(self.output.weight, mean=0.0, std=d**-0.5)
+        """Initialise the (still untied) model by `model.init`'s convention."""
+        INITS[self.cfg.init](self)
+
+    def output_scale(self) -> float:
+        """Decoder features' factor before the output projection: d^-1/2 under init=t5 when
+        the output IS the decoder embedding (Mesh TF's tied logits), else 1. Asked at
+        every forward, so it follows the ties build_model makes after construction."""
+        if self.cfg.init == Init.t5 and self.output.weight is self.decoder.embed.weight:
+            return self.cfg.d_model**-0.5
+        return 1.0
+
+    def logits(self, h: Tensor) -> Tensor:  # decoder features (B, T, d) → (B, T, V)
+        scale = self.output_scale()
+        return self.output(h if scale == 1.0 else h * scale)
 
 
 class EncoderDecoder(Transformer):
@@ -330,7 +389,7 @@ class EncoderDecoder(Transformer):
         offset: int = 0,
     ) -> Tensor:
         h = self.decoder(tgt_in, offset, memory=memory, memory_pad=src_pad, cache=cache)
-        return self.output(h)  # (B, T, V)
+        return self.logits(h)  # (B, T, V)
 
     def features(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """Decoder output before the output projection (B, T, d)."""
@@ -338,7 +397,7 @@ class EncoderDecoder(Transformer):
         return self.decoder(tgt_in, memory=memory, memory_pad=src_pad)
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
-        return self.output(self.features(src, tgt_in))  # (B, T, V)
+        return self.logits(self.features(src, tgt_in))  # (B, T, V)
 
 
 class DecoderLM(Transformer):
@@ -355,7 +414,7 @@ class DecoderLM(Transformer):
         return self.decoder(tokens)
 
     def forward(self, tokens: Tensor, cache: list[dict] | None = None, offset: int = 0) -> Tensor:
-        return self.output(self.decoder(tokens, offset, cache=cache))  # (B, T, V)
+        return self.logits(self.decoder(tokens, offset, cache=cache))  # (B, T, V)
 
 
 ARCHITECTURES: dict[str, type[Transformer]] = {"encdec": EncoderDecoder, "lm": DecoderLM}

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 SEED_KEY = "trainer.seed"
+# A search trains on a short budget; the tuned runs keep their study's own.
+BUDGET_KEYS = ("trainer.max_steps", "trainer.max_train_tokens", "trainer.max_time_s")
 RESULTS_FILE = "optimization_results.yaml"
 
 
@@ -59,6 +61,7 @@ class Grid:
     cells: list[list[str]]
     shared: list[str]
     seeds: list[str]
+    swept: dict[str, list[str]]  # key → values: what the cells are made of
 
 
 def parse_grid(lines: list[str]) -> Grid:
@@ -85,7 +88,7 @@ def parse_grid(lines: list[str]) -> Grid:
         [f"{k}={v}" for k, v in zip(swept, combo, strict=True)]
         for combo in itertools.product(*swept.values())
     ]
-    return Grid(cells, shared, seeds)
+    return Grid(cells, shared, seeds, swept)
 
 
 def is_search(config: DictConfig) -> bool:
@@ -189,35 +192,20 @@ class StudyPerCellSweeper(Sweeper):
         self.write_results(grid, studies)
 
     def write_results(self, grid: Grid, studies: list[dict]) -> None:
-        """optimization_results.yaml and the best settings in the log; each cell gets the
-        command that trains it at its best settings over the grid's seeds, in a folder
-        beside the search's (report that folder to compare the cells)."""
+        """optimization_results.yaml and the best settings in the log, with the command
+        that trains every cell at its best settings over the grid's seeds."""
         folder = Path(self.config.hydra.sweep.dir)
         seeds = ",".join(grid.seeds) if len(grid.seeds) > 1 else "0,1,2"
-        shared = [o for o in grid.shared if not o.startswith(("hparams_search=", SEED_KEY))]
         for study in studies:
             log.info(f"{study['cell']}: best {study['best_value']} with {study['best_params']}")
-            if study["best_params"]:
-                cell = [f"{k}={v}" for k, v in study["cell"].items()]
-                best = [f"{k}={v}" for k, v in study["best_params"].items()]
-                where = f"{folder}-best/{'_'.join(c.replace('=', '-') for c in cell) or 'all'}"
-                study["compare"] = shlex.join(
-                    [
-                        "tiedharness-train",
-                        "-m",
-                        *shared,
-                        *cell,
-                        *best,
-                        f"{SEED_KEY}={seeds}",
-                        f"hydra.sweep.dir={where}",
-                    ]
-                )
         results = {
             "name": "optuna, one study per cell",
             "objective": str(self.config.get("objective", "")),
             "direction": self.direction,
             "n_trials": self.n_trials,
             "search": self.search,
+            "search_budget": {k: OmegaConf.select(self.config, k) for k in BUDGET_KEYS},
+            "tuned": self.tuned_command(grid, seeds),
             "studies": studies,
         }
         if len(studies) == 1:  # one cell: also Optuna's own keys, where its users look
@@ -225,9 +213,18 @@ class StudyPerCellSweeper(Sweeper):
                 best_params=studies[0]["best_params"], best_value=studies[0]["best_value"]
             )
         OmegaConf.save(OmegaConf.create(results), folder / RESULTS_FILE)
-        log.info(
-            f"results: {folder / RESULTS_FILE}; compare the cells: tiedharness-report {folder}-best"
-        )
+        log.info(f"results: {folder / RESULTS_FILE}; every cell at its best: {results['tuned']}")
+
+    def tuned_command(self, grid: Grid, seeds: str) -> str:
+        """The command that trains every cell of the grid at its best settings over the
+        seeds, at the study's own budget (the search's budget overrides left out), into a
+        folder beside the search's; `tiedharness-report` on it compares the cells."""
+        folder = Path(self.config.hydra.sweep.dir)
+        skip = ("hparams_search=", f"{SEED_KEY}=", *(f"{k}=" for k in BUDGET_KEYS))
+        shared = [o for o in grid.shared if not o.startswith(skip)]
+        swept = [f"{k}={','.join(v)}" for k, v in grid.swept.items()]
+        extra = [f"tuned_from={folder}", f"{SEED_KEY}={seeds}", f"hydra.sweep.dir={folder}-tuned"]
+        return shlex.join(["tiedharness-train", "-m", *shared, *swept, *extra])
 
 
 def study_result(cell: list[str], study: Any, jobs: dict[int, int]) -> dict:
@@ -251,3 +248,41 @@ def study_result(cell: list[str], study: Any, jobs: dict[int, int]) -> dict:
             for t in study.trials
         ],
     }
+
+
+# ---------------------------------------------------------------------------- tuned runs
+
+
+def tuned_settings(search_dir: str | Path, job_overrides: list[str]) -> dict[str, Any]:
+    """The best settings the search in `search_dir` found for the cell this job belongs to
+    (`tuned_from=<search folder>`): the study whose cell's `key=value`s are all among the
+    job's overrides. A SearchConfigError says what is wrong: no results, no study or
+    several for the cell, a cell whose trials all failed, a tuned key set by hand too."""
+    path = Path(search_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise SearchConfigError(
+            f"tuned_from={search_dir}: no {RESULTS_FILE} there; point it at the folder of a "
+            "finished search (tiedharness-train -m … hparams_search=…)"
+        )
+    results = OmegaConf.to_container(OmegaConf.load(path))
+    mine = dict(o.split("=", 1) for o in job_overrides if "=" in o)
+    studies = [
+        s for s in results["studies"] if all(mine.get(k) == str(v) for k, v in s["cell"].items())
+    ]
+    if len(studies) != 1:
+        cells = [s["cell"] for s in results["studies"]]
+        raise SearchConfigError(
+            f"tuned_from={search_dir}: {len(studies)} of its studies match this job's cell "
+            f"({' '.join(job_overrides)}); it tuned the cells {cells}: run the same grid"
+        )
+    best = studies[0]["best_params"]
+    if not best:
+        raise SearchConfigError(
+            f"tuned_from={search_dir}: every trial of the cell {studies[0]['cell']} failed: "
+            "nothing to train it at"
+        )
+    if clash := sorted(best.keys() & mine.keys()):
+        raise SearchConfigError(
+            f"{', '.join(clash)} is set on the command line and tuned by {search_dir}: keep one"
+        )
+    return best

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -95,16 +96,48 @@ class TaskData:
 
     def target_chars(self, split: str) -> Tensor:
         """Characters of target text each example is scored on, for bits per character:
-        a translation's reference plus one for its end (EOS); an LM window's predicted
-        tokens decoded, each EOS counted as one character (the line break it stands for)."""
+        a translation's reference plus one for its end (EOS: the line break). An LM
+        window's predicted tokens: the characters of the text they stand for
+        (`stream_chars`), so that the windows of a split count each character of its text
+        once, each line break included, except the split's first token, which no window
+        predicts."""
         if self.kind != "lm":
             return torch.tensor([len(text) + 1 for text in self.references(split)])
         windows = self.splits[split].tgt
-        counts = []
-        for i in range(len(windows)):
-            ids = windows[i][1:].tolist()
-            counts.append(len(decode(self.tgt_tokenizer, ids)) + ids.count(EOS_ID))
-        return torch.tensor(counts)
+        ids, chars = stream_chars(self.tgt_tokenizer, self.references(split))
+        # window i is stream[start_i - 1 : end_i]; it predicts stream[start_i : end_i]
+        predicted = windows.lengths - 1
+        ends = torch.cumsum(predicted, 0) + 1
+        starts = ends - predicted
+        n = len(windows)
+        positions = torch.arange(len(windows.data)) - torch.arange(n).repeat_interleave(
+            windows.lengths
+        )
+        if n and (int(ends[-1]) != len(ids) or not torch.equal(ids[positions], windows.data)):
+            raise ValueError(
+                f"the {split} windows of {self.task.name} are not the tokens of its text: "
+                f"delete the data cache {self.cache_path} to rebuild it"
+            )
+        total = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(chars, 0)])
+        return total[ends] - total[starts]
+
+
+def stream_chars(tok: Tokenizer, lines: list[str]) -> tuple[Tensor, Tensor]:
+    """The token stream an LM split is cut from (each line's tokens, then EOS), and the
+    characters of the text each token stands for: a token its own characters and the
+    whitespace after it (a line's first token also any before it), EOS the line break
+    (and a line without tokens). Every character of the lines, and one line break after
+    each, is counted exactly once. Offsets are into the text as written (before NFC)."""
+    ids: list[int] = []
+    chars: list[int] = []
+    for line, enc in zip(lines, tok.encode_batch(lines, add_special_tokens=False), strict=True):
+        bounds = [0, *(start for start, _ in enc.offsets[1:])]
+        if enc.ids:
+            bounds.append(len(line))
+        ids += [*enc.ids, EOS_ID]
+        chars += [b - a for a, b in itertools.pairwise(bounds)]
+        chars.append(len(line) - bounds[-1] + 1)
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(chars, dtype=torch.long)
 
 
 def cache_root(configured: str | None) -> Path:

@@ -3,8 +3,8 @@
 The job writes it, the sweep summary, the aggregator and the W&B reader read it back
 through this one class. Every field is described in docs/run-record.md. Files written
 with an older schema (1: before the `interrupted` status and the always-present `wandb`
-and `finished_at` fields; 2: before `host`, `pid`, `attempt` and `resumes`) load
-unchanged.
+and `finished_at` fields; 2: before `host`, `pid`, `attempt` and `resumes`; 3: before
+`budgets`) load unchanged.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 from tiedharness.atomic import write_json_atomic
 from tiedharness.schema import Choice
 
-SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = (1, 2, 3, 4)
 
 
 class RunStatus(Choice):
@@ -63,6 +63,10 @@ class RunRecord:
     resumes: list[dict[str, Any]] = field(default_factory=list)
     # tiedharness-eval's scores, keyed "<split>/beam<k>/lp<x>"
     eval: dict[str, Any] = field(default_factory=dict)
+    # the run's metrics at each budget it was evaluated at, smallest first: one entry per
+    # budget branch (trainer.branch_at) and one for the whole budget (fraction 1.0); each
+    # holds fraction, step, tokens and the validation metrics (docs/run-record.md)
+    budgets: list[dict[str, Any]] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
 
     def identity(self) -> dict[str, Any]:

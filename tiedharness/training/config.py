@@ -23,6 +23,19 @@ class Schedule(Choice):
     inverse_sqrt = "inverse_sqrt"  # linear warmup, then 1/√step (Vaswani et al.)
     cosine = "cosine"  # linear warmup, then cosine to zero at the end of the budget
     constant = "constant"  # linear warmup, then flat
+    # warmup-stable-decay: linear warmup, flat, then down to zero over the last
+    # `decay_frac` of the budget (Hu et al. 2024, MiniCPM; Hägele et al. 2024)
+    wsd = "wsd"
+
+
+# Schedules whose learning rate reaches zero at the end of the budget: a flat tail of the
+# validation curve is then forced by the schedule, and says nothing about convergence.
+ANNEALED = (Schedule.cosine, Schedule.wsd)
+
+
+class DecayShape(Choice):
+    linear = "linear"  # 1 − x over the decay
+    sqrt = "sqrt"  # 1 − √x (Hägele et al. 2024: slightly better than linear)
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")  # cuda:N names one GPU
@@ -39,6 +52,13 @@ class TrainerConfig:
     weight_decay: float = 0.01  # on matrices only: tiedharness/training/optim.py
     warmup_steps: int = 200
     schedule: Schedule = Schedule.inverse_sqrt
+    # wsd: the share of the budget (and of each branch's budget) spent decaying to zero
+    decay_frac: float = 0.2
+    decay_shape: DecayShape = DecayShape.linear
+    # wsd: fractions of the budget at which the run forks a decay branch from its stable
+    # phase, trains that branch's decay, evaluates it and continues the main run
+    # untouched; run.json's `budgets` holds each budget's metrics (docs/metrics.md)
+    branch_at: list[float] = field(default_factory=list)
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     label_smoothing: float = 0.1
     # batches per optimizer update on each rank (their gradients averaged): a paper's batch
@@ -102,8 +122,35 @@ class TrainerConfig:
                 "the training budget is unbounded: set trainer.max_steps, "
                 "trainer.max_train_tokens or trainer.max_time_s"
             )
-        if self.schedule == Schedule.cosine and not (self.max_steps or self.max_train_tokens):
+        if self.schedule in ANNEALED and not (self.max_steps or self.max_train_tokens):
             raise ValueError(
-                "trainer.schedule=cosine needs trainer.max_steps or trainer.max_train_tokens "
-                "to know its length"
+                f"trainer.schedule={self.schedule} needs trainer.max_steps or "
+                "trainer.max_train_tokens to know its length"
             )
+        self._check_branches()
+
+    def _check_branches(self) -> None:
+        require(
+            0 < self.decay_frac <= 1, "trainer.decay_frac", self.decay_frac, "must lie in (0, 1]"
+        )
+        if not self.branch_at:
+            return
+        require(
+            self.schedule == Schedule.wsd,
+            "trainer.branch_at",
+            self.branch_at,
+            "budget branches fork from a stable phase: set trainer.schedule=wsd",
+        )
+        require(
+            all(0 < f < 1 for f in self.branch_at)
+            and len(set(self.branch_at)) == len(self.branch_at),
+            "trainer.branch_at",
+            self.branch_at,
+            "must be distinct fractions of the budget in (0, 1); the whole budget is always evaluated",
+        )
+        require(
+            not self.fsdp,
+            "trainer.branch_at",
+            self.branch_at,
+            "budget branches copy the model's state, which FSDP2 shards: set trainer.fsdp=false",
+        )

@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,8 +21,8 @@ from tiedharness.atomic import write_json_atomic
 from tiedharness.model.transformer import Transformer
 from tiedharness.tasks.batching import Batch
 from tiedharness.training.device import autocast, synchronize
-from tiedharness.training.loop import Trainer, mean_loss, model_inputs
-from tiedharness.training.metrics import token_loss
+from tiedharness.training.loop import Trainer
+from tiedharness.training.metrics import mean_loss, model_inputs, token_loss
 from tiedharness.vocab import Vocab
 
 TIME_REPS = 12  # alternating repetitions of the two timings, after one warm-up each
@@ -89,7 +91,7 @@ def profile_step(
 
     def output_layer() -> None:
         with autocast(device, precision):
-            logits = model.output(features)
+            logits = model.logits(features)  # the output layer, with its tied-logit scale
         loss_sum = token_loss(logits, batch.tgt_out, smoothing)
         (loss_sum / max(batch.target_tokens, 1)).backward()
 
@@ -176,18 +178,40 @@ def profile_key(model: Transformer, batch: Batch, precision: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@contextmanager
+def rng_untouched(device: torch.device) -> Iterator[None]:
+    """Every random stream training draws from (torch's CPU generator, the device's own,
+    Python's `random`) left as it was: work done outside training, such as the profile's
+    forward and backward passes with dropout, leaves no trace in what training draws."""
+    devices, device_type = [], None  # the CPU generator alone
+    if device.type not in ("cpu", "meta"):
+        index = device.index
+        if index is None:
+            index = torch.cuda.current_device() if device.type == "cuda" else 0
+        devices, device_type = [index], device.type
+    python = random.getstate()
+    try:
+        with torch.random.fork_rng(devices=devices, device_type=device_type):
+            yield
+    finally:
+        random.setstate(python)
+
+
 def cached_profile(
     model: Transformer, batch: Batch, smoothing: float, precision: str, cache_dir: Path | None
 ) -> dict[str, float]:
     """`profile_step`, measured once per profile_key and read back by every later job
-    with the same key (other seeds, other runs of a sweep). `profile_cached` says which."""
+    with the same key (other seeds, other runs of a sweep). `profile_cached` says which.
+    Measured or read back, it leaves the random streams as they were (`rng_untouched`), so
+    a run trains the same whether the cache was cold or warm."""
     path = None if cache_dir is None else cache_dir / f"{profile_key(model, batch, precision)}.json"
     if path is not None and path.is_file():
         try:
             return {**json.loads(path.read_text()), "profile_cached": True}
         except ValueError:
             pass  # a damaged entry is measured again
-    profile = profile_step(model, batch, smoothing, precision)
+    with rng_untouched(batch.tgt_in.device):
+        profile = profile_step(model, batch, smoothing, precision)
     if path is not None:
         write_json_atomic(path, profile)
     return {**profile, "profile_cached": False}

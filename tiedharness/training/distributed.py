@@ -104,3 +104,26 @@ def init_distributed(device_name: str) -> Dist:
 def shutdown(d: Dist) -> None:
     if d.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def data_parallel(
+    model: torch.nn.Module, fsdp: bool, group: Dist, device: torch.device
+) -> torch.nn.Module:
+    """DDP over the process group: one gradient all-reduce per step, each tied tensor
+    reduced once (it is one parameter). Or FSDP2, sharded in place. Without a process
+    group, the model itself."""
+    if fsdp:
+        if not group.active:
+            raise ValueError(
+                "trainer.fsdp=true shards over the ranks of a process group: launch the "
+                "run with torchrun (or SLURM tasks), or set trainer.fsdp=false"
+            )
+        from tiedharness.training.sharding import fully_shard_model
+
+        return fully_shard_model(model)
+    if not group.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)

@@ -18,8 +18,13 @@ from tiedharness.tasks.data import TaskData
 from tiedharness.training.config import TrainerConfig
 from tiedharness.training.device import autocast, synchronize
 from tiedharness.training.distributed import Dist
-from tiedharness.training.loop import model_inputs
-from tiedharness.training.metrics import bleu_chrf, exact_match, perplexity, token_loss
+from tiedharness.training.metrics import (
+    bleu_chrf,
+    exact_match,
+    model_inputs,
+    perplexity,
+    token_loss,
+)
 from tiedharness.vocab import EOS_ID, PAD_ID
 
 LM_PREFIX, LM_NEW_TOKENS, LM_BATCH = 16, 32, 64  # LM decoding speed: prompt, continuation

@@ -20,6 +20,7 @@ inside a step: a non-finite loss is seen at the next log).
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import statistics
@@ -36,16 +37,18 @@ from torch import Tensor
 from tiedharness.model.transformer import Transformer
 from tiedharness.schema import Choice
 from tiedharness.tasks.batching import Batch, collate, token_batches
+from tiedharness.training.branches import Branch, BudgetBranches
 from tiedharness.training.config import TrainerConfig
-from tiedharness.training.device import autocast, resolve_device, synchronize
-from tiedharness.training.distributed import Dist
-from tiedharness.training.metrics import token_loss
+from tiedharness.training.device import resolve_device, synchronize
+from tiedharness.training.distributed import Dist, data_parallel
+from tiedharness.training.metrics import mean_loss
 from tiedharness.training.optim import build_optimizer, lr_factor
 
 if TYPE_CHECKING:
     from tiedharness.tasks.data import TaskData
 
 Row = dict[str, float]
+COUNTERS = ("step", "tokens", "epoch", "batch_in_epoch", "train_s")  # in a checkpoint
 
 
 class Outcome(Choice):
@@ -60,22 +63,6 @@ class Outcome(Choice):
 class TrainResult:
     outcome: Outcome
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def model_inputs(model: Transformer, batch: Batch) -> tuple[Tensor, ...]:
-    return (batch.src, batch.tgt_in) if model.arch == "encdec" else (batch.tgt_in,)
-
-
-def mean_loss(
-    forward: Callable[..., Tensor], model: Transformer, batch: Batch, smoothing: float, precision
-) -> tuple[Tensor, int]:
-    """The batch's mean label-smoothed loss per target token, and the token count (the
-    host's: dividing by it needs no device synchronisation)."""
-    with autocast(batch.tgt_out.device, precision):
-        logits = forward(*model_inputs(model, batch))
-    loss_sum = token_loss(logits, batch.tgt_out, smoothing)
-    n = batch.target_tokens
-    return loss_sum / max(n, 1), n
 
 
 class Trainer:
@@ -99,12 +86,11 @@ class Trainer:
         self._order: tuple[int, list[Tensor]] | None = None  # (epoch, its batches)
         self._targets = self.train.sizes()[1]  # target tokens per example (EOS included)
         self.model = model.to(self.device)
-        self.parallel = self._data_parallel(self.model)  # DDP's wrapper, or the FSDP2 model
+        self.parallel = data_parallel(self.model, cfg.fsdp, self.dist, self.device)  # DDP or FSDP2
         self.forward = torch.compile(self.parallel) if cfg.compile else self.parallel
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, tuple(cfg.betas))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(cfg, self.expected_steps())
-        )
+        self.total_steps = self.expected_steps()  # the schedule's length
+        self.branches = BudgetBranches(cfg, self.total_steps)
         self.step = self.tokens = 0
         self.epoch = self.batch_in_epoch = 0  # the data order's position
         self.train_s = 0.0  # seconds inside training steps
@@ -113,25 +99,6 @@ class Trainer:
         self._losses: list[Tensor] = []  # this rank's step losses, on the device, until a log
         self._clock: float | None = None  # when the current stretch of steps began
         self._time_up = False  # the wall-clock budget, as the ranks agreed
-
-    def _data_parallel(self, model: Transformer) -> torch.nn.Module:
-        """DDP over the process group: one gradient all-reduce per step, each tied tensor
-        reduced once (it is one parameter). Or FSDP2, sharded in place."""
-        if self.cfg.fsdp:
-            if not self.dist.active:
-                raise ValueError(
-                    "trainer.fsdp=true shards over the ranks of a process group: launch the "
-                    "run with torchrun (or SLURM tasks), or set trainer.fsdp=false"
-                )
-            from tiedharness.training.sharding import fully_shard_model
-
-            return fully_shard_model(model)
-        if not self.dist.active:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
 
     @property
     def batches_per_step(self) -> int:
@@ -177,11 +144,18 @@ class Trainer:
             total += loss.detach()
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr()
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return total / len(micro_batches)
+
+    def lr(self) -> float:
+        """The learning rate of the next update: the schedule at this step of its budget
+        (inside a budget branch, the branch's own shorter budget)."""
+        total = self.branches.active.end if self.branches.active else self.total_steps
+        return self.cfg.lr * lr_factor(self.cfg, total)(self.step)
 
     def _gradient_sync(self, last: bool):
         """Reduce the gradient over the ranks once per update: after the last micro-batch."""
@@ -229,10 +203,12 @@ class Trainer:
         progress: bool = False,
         checkpoint: Callable[[], None] | None = None,
         stop: Callable[[], bool] = lambda: False,
+        evaluate_budget: Callable[[], Row] | None = None,
     ) -> TrainResult:
         """Train until the budget is spent, the loss diverges or `stop()` says so;
         `evaluate` runs every `eval_every` steps but not at the last one: the caller
-        evaluates (and checkpoints) the end."""
+        evaluates (and checkpoints) the end. `evaluate_budget` measures the end of each
+        budget branch (branches.py)."""
         from tqdm import tqdm
 
         if len(self.batches(0)) < self.batches_per_step:
@@ -242,7 +218,7 @@ class Trainer:
                 "lower trainer.accum_steps or task.max_tokens"
             )
         started = time.perf_counter() - self.train_s  # a resumed run's budget goes on
-        self._checkpoint, self._stop = checkpoint, stop
+        self._checkpoint, self._stop, self._evaluate_budget = checkpoint, stop, evaluate_budget
         self._checkpointed_at = (self.step, time.perf_counter())
         self._clock_start()
         bar = tqdm(
@@ -268,6 +244,8 @@ class Trainer:
         out of it."""
         order, per_step = self.batches(self.epoch), self.batches_per_step
         while self.batch_in_epoch + per_step <= len(order):
+            if branch := self.branches.due(self.step):
+                self._fork(branch)
             group = order[self.batch_in_epoch : self.batch_in_epoch + per_step]
             self._losses.append(self.train_step(self._step_batches(group)))
             self.batch_in_epoch += per_step
@@ -278,9 +256,13 @@ class Trainer:
             stop, self._time_up, due = self.dist.agree(
                 self._stop(), self._out_of_time(started), self._checkpoint_due()
             )  # every rank takes the same decisions (a checkpoint may need them all)
+            if self.branches.active and self.step >= self.branches.active.end:
+                self._join()
+                return Outcome.completed  # the main run goes on from the fork's data position
             if self.budget_spent():
                 return Outcome.completed
-            if evaluate is not None and self.step % self.cfg.eval_every == 0:
+            in_branch = self.branches.active is not None
+            if evaluate is not None and not in_branch and self.step % self.cfg.eval_every == 0:
                 self._clock_stop()
                 self.log(self.progress_row(**evaluate()))
                 self._clock_start()
@@ -291,6 +273,25 @@ class Trainer:
                 self._save()
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         return Outcome.completed
+
+    def _fork(self, branch: Branch) -> None:
+        """Enter `branch`: keep the main run's state, start a fresh loss window."""
+        self._clock_stop()
+        self.branches.fork(branch, copy.deepcopy(self._core_state()))
+        self.window, self._losses = [], []
+        self._clock_start()
+
+    def _join(self) -> None:
+        """End the active branch: evaluate it, log and record its budget, and restore the
+        main run's state at the fork (its time, RNG and data position included)."""
+        self._clock_stop()
+        self._read_losses()
+        metrics = self._evaluate_budget() if self._evaluate_budget else {}
+        self.log(self.progress_row(**metrics))
+        budget = {"fraction": self.branches.active.fraction, "step": self.step}
+        main = self.branches.join({**budget, "tokens": self.tokens, **metrics})
+        self._load_core_state(main)
+        self._clock_start()
 
     def _out_of_time(self, started: float) -> bool:
         return bool(self.cfg.max_time_s and time.perf_counter() - started >= self.cfg.max_time_s)
@@ -348,36 +349,39 @@ class Trainer:
         return self.tokens / self.train_s if self.train_s else 0.0
 
     def progress_row(self, **values: float) -> Row:
-        return {
-            "step": self.step,
-            "tokens": self.tokens,
-            "lr": self.scheduler.get_last_lr()[0],
-            "train_tokens_per_s": self.tokens_per_s(),
-            **values,
-        }
+        """A history row; a budget branch's rows carry `branch`: its fraction."""
+        row = {"step": self.step, "tokens": self.tokens, "lr": self.lr()}
+        row["train_tokens_per_s"] = self.tokens_per_s()
+        if self.branches.active is not None:
+            row["branch"] = self.branches.active.fraction
+        return {**row, **values}
 
     # ------------------------------------------------------------------ resume
 
     def state_dict(self) -> dict:
-        """Model (each tied tensor once), optimizer, schedule, counters, data position,
-        the loss window and the RNG states: enough to continue bit for bit on CPU."""
+        """Model (each tied tensor once), optimizer, counters, data position, the loss
+        window, the RNG states and the budget branches: enough to continue bit for bit on
+        CPU, inside a branch too."""
+        return {**self._core_state(), "branches": self.branches.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._load_core_state(state)
+        if "branches" in state:  # checkpoints from before budget branches have none
+            self.branches.load_state_dict(state["branches"])
+
+    def _core_state(self) -> dict:
+        """The training state proper: what a budget branch keeps of the main run."""
         if self.cfg.fsdp:
             from tiedharness.training.sharding import full_state
 
             model, optimizer = full_state(self.model, self.optimizer)
         else:
             model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
+        counters = {name: getattr(self, name) for name in COUNTERS}
         return {
             "model": model,
             "optimizer": optimizer,
-            "scheduler": self.scheduler.state_dict(),
-            "counters": {
-                "step": self.step,
-                "tokens": self.tokens,
-                "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch,
-                "train_s": self.train_s,
-            },
+            "counters": counters,
             "window": list(self.window),
             "pending": [float(x) for x in self._losses],  # step losses not yet logged
             "train_loss": self.train_loss,
@@ -388,7 +392,7 @@ class Trainer:
             },
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def _load_core_state(self, state: dict) -> None:
         if self.cfg.fsdp:
             from tiedharness.training.sharding import load_full_state
 
@@ -396,7 +400,6 @@ class Trainer:
         else:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         for name, value in state["counters"].items():
             setattr(self, name, value)
         self.window, self.train_loss = list(state["window"]), state["train_loss"]

@@ -1,4 +1,4 @@
-"""Pure metric functions: token loss, perplexity, exact match, BLEU/chrF.
+"""Metric functions: a batch's loss, token loss, perplexity, exact match, BLEU/chrF.
 
 Nothing here logs or trains; the loop and the evaluator call these and the trackers
 record them. Definitions: docs/metrics.md.
@@ -7,11 +7,34 @@ record them. Definitions: docs/metrics.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch.nn.functional as F
 from torch import Tensor
 
+from tiedharness.training.device import autocast
 from tiedharness.vocab import PAD_ID
+
+if TYPE_CHECKING:
+    from tiedharness.model.transformer import Transformer
+    from tiedharness.tasks.batching import Batch
+
+
+def model_inputs(model: Transformer, batch: Batch) -> tuple[Tensor, ...]:
+    return (batch.src, batch.tgt_in) if model.arch == "encdec" else (batch.tgt_in,)
+
+
+def mean_loss(
+    forward: Callable[..., Tensor], model: Transformer, batch: Batch, smoothing: float, precision
+) -> tuple[Tensor, int]:
+    """The batch's mean label-smoothed loss per target token, and the token count (the
+    host's: dividing by it needs no device synchronisation)."""
+    with autocast(batch.tgt_out.device, precision):
+        logits = forward(*model_inputs(model, batch))
+    loss_sum = token_loss(logits, batch.tgt_out, smoothing)
+    n = batch.target_tokens
+    return loss_sum / max(n, 1), n
 
 
 def token_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from tiedharness.training.config import Schedule, TrainerConfig
+from tiedharness.training.config import DecayShape, Schedule, TrainerConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -37,13 +37,19 @@ def build_optimizer(
 
 
 def lr_factor(cfg: TrainerConfig, total_steps: int | None = None) -> Callable[[int], float]:
-    """Linear warmup, then inverse-sqrt decay (Vaswani et al.), cosine to zero at
-    `total_steps` (default: trainer.max_steps), or flat."""
+    """The learning rate of update `step` (0-based) as a multiple of `trainer.lr`: linear
+    warmup, then inverse-sqrt decay (Vaswani et al.), cosine to zero at `total_steps`
+    (default: trainer.max_steps), flat, or warmup-stable-decay: flat until the last
+    `decay_frac` of `total_steps`, then down to zero (linearly, or as 1 − √x); a decay
+    that begins inside the warmup multiplies it, so every budget ends at zero."""
     warmup = max(cfg.warmup_steps, 1)
     total = total_steps or cfg.max_steps or warmup
+    decay_start = total - max(1, round(cfg.decay_frac * total))
 
     def factor(step: int) -> float:
         s = step + 1
+        if cfg.schedule == Schedule.wsd:  # the decay may begin before the warmup ends
+            return min(s / warmup, 1.0) * wsd_decay(s)
         if s < warmup:
             return s / warmup
         if cfg.schedule == Schedule.inverse_sqrt:
@@ -52,5 +58,11 @@ def lr_factor(cfg: TrainerConfig, total_steps: int | None = None) -> Callable[[i
             progress = min((s - warmup) / max(total - warmup, 1), 1.0)
             return 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0
+
+    def wsd_decay(s: int) -> float:
+        if s <= decay_start:
+            return 1.0
+        progress = min((s - decay_start) / (total - decay_start), 1.0)
+        return 1 - (math.sqrt(progress) if cfg.decay_shape == DecayShape.sqrt else progress)
 
     return factor

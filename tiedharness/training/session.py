@@ -9,6 +9,8 @@ wires them in as named parts:
   curve, and how many history rows had been logged, so a resume cuts the history back;
 - the output layer's cost profile (costs.py), measured before any resume so that the
   checkpoint's RNG states win;
+- the evaluation at the end of each budget branch (branches.py), and `budgets`: the
+  run's metrics at each budget, the whole budget last;
 - the final evaluation, its decoded examples, and the final checkpoint.
 
 The job (tiedharness/job.py) builds the model and data before and records what it returns.
@@ -25,7 +27,7 @@ import torch
 
 from tiedharness.checkpoint import save_checkpoint
 from tiedharness.model.transformer import Transformer
-from tiedharness.training.config import TrainerConfig
+from tiedharness.training.config import ANNEALED, TrainerConfig
 from tiedharness.training.convergence import convergence
 from tiedharness.training.costs import output_layer_costs
 from tiedharness.training.distributed import Dist
@@ -34,6 +36,18 @@ from tiedharness.training.loop import Outcome, Row, Trainer
 
 if TYPE_CHECKING:
     from tiedharness.tasks.data import TaskData
+
+
+# What a budget records of the final evaluation: the same as a branch's end measures.
+BUDGET_METRICS = (
+    "val_loss",
+    "val_ppl",
+    "val_bpc",
+    "bleu",
+    "chrf",
+    "exact_match",
+    "decoded_examples",
+)
 
 
 class History(Protocol):
@@ -58,14 +72,32 @@ class ValidationCurve:
         return row
 
     def final(self) -> dict[str, float]:
-        """The end-of-run evaluation, and whether the curve had converged."""
+        """The end-of-run evaluation, and whether the curve had converged: measured only
+        where the schedule leaves the learning rate up at the end (constant, inverse_sqrt).
+        A schedule that anneals to zero flattens the tail by construction."""
         final = self.evaluator.final()
         self.points.append((self.trainer.tokens, final["val_loss"]))
         cfg = self.trainer.cfg
         verdict = convergence(
             self.points, cfg.converge_window, cfg.converge_tolerance, cfg.converge_tolerance_abs
         )
+        if cfg.schedule in ANNEALED:
+            verdict["converged"] = None
+            verdict["convergence_note"] = (
+                f"not measured: trainer.schedule={cfg.schedule} anneals the learning rate to "
+                "zero, so the curve's tail is flat by construction; compare at several "
+                "budgets (trainer.branch_at) instead"
+            )
         return {**final, **verdict}
+
+    def budget(self) -> dict[str, float]:
+        """What a budget branch's end is measured by: the validation loss, and where the
+        task decodes, the decoded validation examples' scores."""
+        row = self.evaluator.validation()
+        if self.evaluator.decodes and self.evaluator.data.kind != "lm":
+            cfg = self.trainer.cfg
+            row.update(self.evaluator.decode_scores("valid", cfg.decode_examples, speed=False))
+        return row
 
 
 class Checkpointer:
@@ -114,6 +146,11 @@ class TrainingSession:
         """The output layer's costs (tiedharness/training/costs.py); call before `resume`."""
         return output_layer_costs(self.trainer, self.data.vocab, cache_dir)
 
+    @property
+    def budgets(self) -> list[dict]:
+        """The run's metrics at each budget evaluated so far, smallest first."""
+        return sorted(self.trainer.branches.budgets, key=lambda b: b["fraction"])
+
     def resume(self, checkpoint: dict) -> None:
         self.checkpointer.restore(checkpoint)
 
@@ -127,7 +164,11 @@ class TrainingSession:
         the loss diverges or `stop()` asks; returns how it ended and what was measured."""
         trainer = self.trainer
         result = trainer.fit(
-            self.curve.evaluate, progress=progress, checkpoint=self.checkpointer.save, stop=stop
+            self.curve.evaluate,
+            progress=progress,
+            checkpoint=self.checkpointer.save,
+            stop=stop,
+            evaluate_budget=self.curve.budget,
         )
         metrics = dict(result.metrics)
         if result.outcome is Outcome.completed:
@@ -136,6 +177,10 @@ class TrainingSession:
             final = self.curve.final()
             metrics.update(final)
             trainer.log(trainer.progress_row(**final))
+            whole = {k: final[k] for k in BUDGET_METRICS if k in final}
+            trainer.branches.budgets.append(
+                {"fraction": 1.0, "step": trainer.step, "tokens": trainer.tokens, **whole}
+            )
             if self.dist.main:
                 write_decoded(self.run_dir, self.evaluator.decoded)
         return result.outcome, metrics

@@ -1,0 +1,69 @@
+"""The Δ-vs-budget figure: each label's paired difference from none (95% band) against
+the target tokens of the budgets its runs were evaluated at (tiedharness/analysis/budgets.py)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from tiedharness.analysis.aggregate import Runs
+from tiedharness.analysis.budgets import budget_deltas, budgeted_runs, verdict
+from tiedharness.analysis.style import NoData, cell_label, legend, panels, strategy_order
+from tiedharness.analysis.style import strategy_style as style_of
+
+METRIC, UNIT = "val_loss", "Δ validation loss vs none (nats/token)"
+
+
+def delta_vs_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
+    """Δ validation loss vs none (paired over seeds, 95% band) against the target tokens
+    of each budget the runs were evaluated at (trainer.branch_at and the whole budget),
+    one panel per cell, one line per label, each line ending in its verdict (stable,
+    shrinking, growing, not settled: docs/metrics.md)."""
+    if budgeted_runs(runs) == 0:
+        raise NoData("no run was evaluated at two or more budgets (trainer.branch_at)")
+    deltas = budget_deltas(runs)
+    deltas = deltas[(deltas["metric"] == METRIC) & deltas["mean"].notna()]
+    if deltas.empty:
+        raise NoData("no label has a none baseline of the same seeds at its budgets")
+    x = "tokens" if deltas["tokens"].notna().all() else "fraction"  # budgets without tokens
+    groups = list(deltas.groupby(runs.cell_keys, dropna=False, sort=False))
+    fig, axes = panels(len(groups))
+    for ax, (_, cell) in zip(axes, groups, strict=True):
+        for label in strategy_order(cell["sharing"]):
+            _line(ax, cell[cell["sharing"] == label].sort_values("fraction"), label, x)
+        ax.axhline(0, color="0.6", linewidth=0.6, zorder=0)
+        ax.set_title(cell_label(cell.iloc[0], runs.swept))
+        ax.set_xlabel("target tokens trained (budget)" if x == "tokens" else "fraction of budget")
+        ax.set_ylabel(UNIT)
+    legend(fig, axes)
+    return fig
+
+
+def _line(ax, points: pd.DataFrame, label: str, x: str) -> None:
+    """One label's Δ at each budget, its 95% band, and its verdict by the last point."""
+    style = style_of(label)
+    color = style["color"]
+    ax.plot(
+        points[x].astype(float),
+        points["mean"],
+        color=color,
+        marker=style["marker"],
+        linestyle=style.get("linestyle", "-"),
+        markersize=3,
+        linewidth=1,
+        label=label,
+    )
+    band = points[points["ci95"].notna()]
+    if not band.empty:
+        low, high = band["mean"] - band["ci95"], band["mean"] + band["ci95"]
+        ax.fill_between(band[x].astype(float), low, high, color=color, alpha=0.15, linewidth=0)
+    last = points.iloc[-1]
+    ax.annotate(
+        verdict(points),
+        (float(last[x]), last["mean"]),
+        xytext=(3, 0),
+        textcoords="offset points",
+        fontsize=5.5,
+        color=color,
+        va="center",
+    )

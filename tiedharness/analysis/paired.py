@@ -1,0 +1,124 @@
+"""Comparisons with the baseline, paired by seed: each label against `none` of its cell.
+
+Two kinds of statistics, which answer different questions:
+
+- the **seed-level** paired difference (`paired_deltas`, `paired_difference` in stats.py):
+  the per-seed differences of a metric, their mean, 95% interval and paired-t p-value.
+  It measures training variance (another seed trains another model) and is the one every
+  significance mark of the report uses;
+- sacreBLEU's **paired bootstrap** (`bleu_bootstrap`) on the decoded sentences pooled over
+  seeds: it resamples sentences of fixed, already trained systems, so it measures the
+  variance of decoding a test set, not of training. It is reported beside the seed-level
+  p (`delta_bleu_bootstrap_p`), never in its place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tiedharness.analysis.stats import SIGNIFICANCE, bleu_paired_bootstrap, paired_difference
+
+BASELINE = "none"
+
+
+def cell_ids(frame: pd.DataFrame, cell: list[str]) -> pd.Series:
+    """One string per row naming its cell (the values of the cell keys): rows of the
+    summary and runs of the same cell get the same id."""
+    if frame.empty:
+        return pd.Series(dtype=str, index=frame.index)
+    return frame[cell].astype(str).agg("|".join, axis=1)
+
+
+def as_float(value: Any) -> float:
+    """A metric as a float; NaN where a run did not record it."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return float("nan")
+    return float(value)
+
+
+def seed_differences(
+    runs: pd.DataFrame, base: pd.DataFrame, cell_id: str, metric: str
+) -> list[float]:
+    """Per-seed differences label − none of one metric: `runs` are the label's runs of the
+    cell indexed by seed, `base` none's runs indexed by (cell id, seed)."""
+    return [
+        as_float(runs.at[seed, metric]) - as_float(base.at[(cell_id, seed), metric])
+        for seed in runs.index
+        if (cell_id, seed) in base.index
+    ]
+
+
+def paired_deltas(
+    out: pd.DataFrame, done: pd.DataFrame, cell: list[str], metrics: list[str]
+) -> pd.DataFrame:
+    """delta_<metric>_{mean,ci95,p,n} (and `_significant`, p < 0.05) of every summary row
+    of `out`: the per-seed differences from `none` in the same cell (`done`: one row per
+    completed run)."""
+    metrics = [m for m in metrics if m in done.columns]
+    done = done.assign(_cell=cell_ids(done, cell))
+    base = done[done["sharing"] == BASELINE].set_index(["_cell", "seed"])
+    columns: dict[str, list] = {}
+    for cell_id, label in zip(cell_ids(out, cell), out["sharing"], strict=True):
+        runs = done[(done["_cell"] == cell_id) & (done["sharing"] == label)].set_index("seed")
+        for m in metrics:
+            result = paired_difference(seed_differences(runs, base, cell_id, m))
+            for stat, value in result.items():
+                columns.setdefault(f"delta_{m}_{stat}", []).append(value)
+    out = out.assign(**columns)
+    for m in metrics:
+        out[f"delta_{m}_significant"] = out[f"delta_{m}_p"] < SIGNIFICANCE
+    return out
+
+
+def bleu_bootstrap(out: pd.DataFrame, done: pd.DataFrame, cell: list[str]) -> list[float]:
+    """sacreBLEU's paired bootstrap of each label against none of its cell, on the
+    sentences both decoded (decoded-valid.jsonl, or the hypotheses of the tiedharness-eval
+    entry the report uses), pooled over the seeds they share. Decoding variance only
+    (see the module's docstring). NaN where the decoded files are missing or cover
+    different examples."""
+    if "decoded_valid" not in done:  # runs read from W&B: no decoded sentences
+        return [float("nan")] * len(out)
+    key = cell_ids(done, cell)
+    p_values = []
+    for cell_id, label in zip(cell_ids(out, cell), out["sharing"], strict=True):
+        pooled = pooled_sentences(done[key == cell_id], label)
+        if label == BASELINE or pooled is None:
+            p_values.append(float("nan"))
+            continue
+        p_values.append(bleu_paired_bootstrap(*pooled))
+    return p_values
+
+
+def pooled_sentences(runs: pd.DataFrame, label: str) -> tuple[list, list, list] | None:
+    """(none's hypotheses, the label's hypotheses, references) of one cell's runs, the
+    seeds both have concatenated in seed order; None where a pair cannot be read."""
+    mine = runs[runs["sharing"] == label].set_index("seed")["decoded_valid"]
+    base = runs[runs["sharing"] == BASELINE].set_index("seed")["decoded_valid"]
+    pooled = [decoded_pair(base[s], mine[s]) for s in mine.index if s in base.index]
+    if not pooled or any(p is None for p in pooled):
+        return None
+    baseline, system, references = ([x for p in pooled for x in p[i]] for i in range(3))
+    return baseline, system, references
+
+
+def decoded_pair(base_file: str | None, run_file: str | None) -> tuple[list, list, list] | None:
+    """(baseline hypotheses, system hypotheses, references) of the same examples."""
+    try:
+        rows = [
+            [json.loads(line) for line in Path(f).read_text().splitlines()]
+            for f in (base_file, run_file)
+        ]
+    except (OSError, ValueError, TypeError):
+        return None
+    if [r["index"] for r in rows[0]] != [r["index"] for r in rows[1]]:
+        return None
+    return (
+        [r["hypothesis"] for r in rows[0]],
+        [r["hypothesis"] for r in rows[1]],
+        [r["reference"] for r in rows[0]],
+    )

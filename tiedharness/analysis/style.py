@@ -1,0 +1,94 @@
+"""What every figure shares: single-column panels, 8-pt text, one colour and marker per
+strategy, the legend under the panels, and `NoData` for a figure the runs cannot fill."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from tiedharness.analysis.aggregate import MISSING
+from tiedharness.model.labels import parse_label
+from tiedharness.model.names import STRATEGY_NAMES
+
+WIDTH = 3.4  # inches: one column of a two-column paper
+PANEL_HEIGHT = 2.3
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 6.5,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "savefig.dpi": 200,
+}
+_COLORS = plt.get_cmap("tab10").colors
+_MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "<", ">"]
+
+
+class NoData(Exception):
+    """The runs hold nothing this figure could show; the message says what is missing."""
+
+
+def strategy_style(label: str) -> dict:
+    """One colour and marker per label, the same in every figure and report: a strategy's
+    by its place in STRATEGY_NAMES; a variant with options (qk+mask_self) keeps its
+    strategy's colour with a marker and dashes of its own; a combination of strategies
+    gets a stable style of its own."""
+    strategies, options = parse_label(label)
+    order = list(STRATEGY_NAMES)
+    i = order.index(strategies) if strategies in order else len(order) + sum(map(ord, strategies))
+    style = {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}
+    if options:
+        shift = 1 + sum(map(ord, options)) % (len(_MARKERS) - 1)
+        style.update(marker=_MARKERS[(i + shift) % len(_MARKERS)], linestyle="--")
+    return style
+
+
+def strategy_order(names) -> list[str]:
+    order = list(STRATEGY_NAMES)
+    return sorted(set(names), key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def panels(n: int) -> tuple[Figure, list]:
+    fig, axes = plt.subplots(n, 1, figsize=(WIDTH, PANEL_HEIGHT * n + 0.5), squeeze=False)
+    return fig, [a[0] for a in axes]
+
+
+def legend(fig: Figure, axes: list) -> None:
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+            labels[label] = label
+    if handles:
+        fig.legend(handles.values(), labels.values(), loc="lower center", ncol=4, frameon=False)
+        fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(handles) // 4), 1, 1))
+    else:
+        fig.tight_layout()
+
+
+def cell_label(row: pd.Series, swept: list[str], with_model: bool = True) -> str:
+    extra = ", ".join(
+        f"{k.split('.')[-1]}={row[k]}" for k in swept if pd.notna(row.get(k)) and row[k] != MISSING
+    )
+    inside = ", ".join(x for x in (row["model"] if with_model else "", extra) if x)
+    return f"{row['task']} ({inside})" if inside else str(row["task"])
+
+
+def convergence_fill(row: pd.Series) -> str:
+    """A summary cell's marker fill: full where every run whose convergence was measured
+    converged, none (hollow) where one did not, bottom (half-filled) where no run's
+    convergence was measured (an annealed schedule: `converged_frac` is NaN)."""
+    share = row.get("converged_frac", 1.0)
+    if share is None or (isinstance(share, float) and math.isnan(share)):
+        return "bottom"
+    return "full" if share >= 1.0 else "none"
