@@ -89,3 +89,45 @@ def smoke_sweep(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     out = train_cli("-m", "experiment=smoke", results=results)
     (sweep_dir,) = (results / "smoke").iterdir()
     return out, sweep_dir
+
+
+class ScriptedDecoder:
+    """A stand-in for an encoder-decoder in beam-search tests: its next-token distribution
+    is scripted by the prefix (`next_probs`, in each test's subclass), so the best
+    hypotheses are known by hand. It keeps no real cache, only the prefixes beam search
+    reorders."""
+
+    vocab = 8
+
+    def eval(self):
+        return self
+
+    def encode(self, src):
+        return torch.zeros(src.shape[0], 1, 2), torch.zeros(src.shape[0], 1, dtype=torch.bool)
+
+    def new_cache(self):
+        return [{"prefix": torch.zeros(0)}]
+
+    def next_probs(self, seq: list[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, last, memory, src_pad, cache=None, offset=0):
+        prev = cache[0]["prefix"]
+        prefix = last if prev.numel() == 0 or offset == 0 else torch.cat([prev, last], 1)
+        cache[0]["prefix"] = prefix
+        probs = torch.stack([self.next_probs(seq) for seq in prefix.tolist()])
+        return (probs / probs.sum(-1, keepdim=True)).log()[:, None, :]
+
+
+# A tiny copy-task run that learns enough in 60 steps to produce outputs (at the default
+# rate, empty ones): what the evaluation tests decode again from its checkpoint.
+TRAINED_COPY_RUN = (
+    "task=copy",
+    "task.train_examples=2000",
+    "model=tiny",
+    "trainer.max_steps=60",
+    "trainer.lr=3e-3",
+    "trainer.warmup_steps=10",
+    "trainer.decode_examples=40",
+    "logger=none",
+)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import train_cli
+from conftest import TRAINED_COPY_RUN, train_cli
 
 from tiedharness.model.sharing import STRATEGIES
 
@@ -142,6 +142,7 @@ def test_data_table_and_errors(tmp_path):
     assert byo.returncode == 2 and "needs task.data_dir" in byo.stderr
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_eval_decodes_a_run_again_from_its_checkpoint(tmp_path):
     """beam=1 is the run's greedy decoding (same hypotheses, exact match and BLEU as
     sacreBLEU computes from the run's own decoded file); beam=4 records its scores with
@@ -151,14 +152,7 @@ def test_eval_decodes_a_run_again_from_its_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     # a rate at which 60 steps already produce outputs (at the default, empty ones)
     out = train_cli(
-        "task=copy",
-        "task.train_examples=2000",
-        "model=tiny",
-        "trainer.max_steps=60",
-        "trainer.lr=3e-3",
-        "trainer.warmup_steps=10",
-        "trainer.decode_examples=40",
-        "logger=none",
+        *TRAINED_COPY_RUN,
         f"hydra.run.dir={run_dir}",
         results=tmp_path,
     )

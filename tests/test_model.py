@@ -6,7 +6,15 @@ import math
 
 import pytest
 import torch
-from conftest import LM_STRATEGIES, VOCAB, batch, logits_of, tiny_cfg, tiny_model
+from conftest import (
+    LM_STRATEGIES,
+    VOCAB,
+    ScriptedDecoder,
+    batch,
+    logits_of,
+    tiny_cfg,
+    tiny_model,
+)
 
 from tiedharness.model.config import Init, ModelConfig
 from tiedharness.model.decoding import greedy_continue, greedy_translate
@@ -304,38 +312,20 @@ def test_t5_scales_logits_by_d_to_the_minus_half_only_with_a_tied_output(
 # ---------------------------------------------------------------------------- beam search
 
 
-class ScriptedDecoder:
-    """A decoder whose next-token distribution is scripted by the prefix: after BOS,
-    token 4 (p=0.5) or 5 (p=0.4); after 4 nothing is likely (EOS p=0.3, the best); after
-    5, EOS p=0.9. Greedy takes 4 then EOS: 0.5 × 0.3 = 0.15; the best sequence is 5 then
-    EOS: 0.4 × 0.9 = 0.36. It keeps no real cache, only what beam search reorders."""
+class BeamBeatsGreedy(ScriptedDecoder):
+    """After BOS, token 4 (p=0.5) or 5 (p=0.4); after 4 nothing is likely (EOS p=0.3, the
+    best); after 5, EOS p=0.9. Greedy takes 4 then EOS: 0.5 × 0.3 = 0.15; the best
+    sequence is 5 then EOS: 0.4 × 0.9 = 0.36."""
 
-    vocab = 8
-
-    def eval(self):
-        return self
-
-    def encode(self, src):
-        return torch.zeros(src.shape[0], 1, 2), torch.zeros(src.shape[0], 1, dtype=torch.bool)
-
-    def new_cache(self):
-        return [{"prefix": torch.zeros(0)}]
-
-    def decode(self, last, memory, src_pad, cache=None, offset=0):
-        rows = last.shape[0]
-        prev = cache[0]["prefix"]
-        prefix = last if prev.numel() == 0 or offset == 0 else torch.cat([prev, last], 1)
-        cache[0]["prefix"] = prefix
-        probs = torch.full((rows, self.vocab), 0.01)
-        for r in range(rows):
-            seq = prefix[r].tolist()
-            if len(seq) == 1:  # after BOS
-                probs[r, 4], probs[r, 5] = 0.5, 0.4
-            elif seq[-1] == 4:
-                probs[r, EOS_ID], probs[r, 6], probs[r, 7] = 0.3, 0.25, 0.25
-            else:
-                probs[r, EOS_ID] = 0.9
-        return (probs / probs.sum(-1, keepdim=True)).log()[:, None, :]
+    def next_probs(self, seq: list[int]) -> torch.Tensor:
+        probs = torch.full((self.vocab,), 0.01)
+        if len(seq) == 1:  # after BOS
+            probs[4], probs[5] = 0.5, 0.4
+        elif seq[-1] == 4:
+            probs[EOS_ID], probs[6], probs[7] = 0.3, 0.25, 0.25
+        else:
+            probs[EOS_ID] = 0.9
+        return probs
 
 
 def sequence_logprob(model, tokens: list[int]) -> float:
@@ -350,7 +340,7 @@ def sequence_logprob(model, tokens: list[int]) -> float:
 def test_beam_search_finds_a_likelier_sequence_than_greedy():
     from tiedharness.model.decoding import beam_translate, greedy_translate
 
-    model, src = ScriptedDecoder(), torch.tensor([[9]])
+    model, src = BeamBeatsGreedy(), torch.tensor([[9]])
     greedy = greedy_translate(model, src, 5)[0].tolist()
     beam = beam_translate(model, src, 5, beam=2, length_penalty=0.0)[0].tolist()
     greedy, beam = greedy[: greedy.index(EOS_ID) + 1], beam[: beam.index(EOS_ID) + 1]

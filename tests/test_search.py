@@ -3,6 +3,9 @@ Hydra's own Optuna sweeper over the training app, both as real Hydra multiruns."
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import json
 import math
 
 import pandas as pd
@@ -11,7 +14,14 @@ import yaml
 
 from tests.conftest import sweep_records, train_cli
 from tests.test_report import report_cli
-from tiedharness.sweep.search import parse_grid
+from tiedharness.sweep.search import parse_grid, search_space
+
+
+def _hydras_optuna_sweeper_runs() -> bool:
+    """Hydra's Optuna sweeper plugin is installed, beside the Optuna (<3) it needs."""
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        return False
+    return int(importlib.metadata.version("optuna").split(".")[0]) < 3
 
 
 def test_the_grid_is_split_into_cells_with_the_first_seed():
@@ -137,6 +147,39 @@ def test_each_strategy_gets_a_study_of_its_own(tmp_path):
     assert out.returncode == 2 and "trainer.lr is set on the command line and tuned" in out.stderr
 
 
+def test_the_search_space_becomes_optunas_distributions():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space, fixed = search_space(
+        [
+            "lr=tag(log, interval(3e-4, 3e-2))",
+            "dropout=interval(0, 0.3)",
+            "ends=interval(1, 10)",  # Hydra reads an interval's ends as floats
+            "layers=range(2, 8, 2)",  # both ends included, as Hydra's Optuna sweeper has it
+            "heads=range(1, 4)",
+            "scale=range(0.5, 2.5, 0.5)",
+            "warmup=choice(0, 25, 50)",
+            "norm=choice(pre, post)",
+            "task=copy",
+        ]
+    )
+    assert space == {
+        "lr": FloatDistribution(3e-4, 3e-2, log=True),
+        "dropout": FloatDistribution(0.0, 0.3),
+        "ends": FloatDistribution(1.0, 10.0),
+        "layers": IntDistribution(2, 8, step=2),
+        "heads": IntDistribution(1, 4),
+        "scale": FloatDistribution(0.5, 2.5, step=0.5),
+        "warmup": CategoricalDistribution([0, 25, 50]),
+        "norm": CategoricalDistribution(["pre", "post"]),
+    }
+    assert fixed == {"task": "copy"}
+
+
+@pytest.mark.skipif(
+    not _hydras_optuna_sweeper_runs(),
+    reason="hydra-optuna-sweeper is not installed: it pins optuna<3, the project needs optuna>=3",
+)
 def test_hydras_optuna_sweeper_searches_the_training_app(tmp_path):
     out = train_cli(
         "-m",
@@ -248,3 +291,53 @@ def test_the_sweep_counts_its_jobs_before_the_first(overrides, jobs):
         config = compose("train", overrides=plain, return_hydra_config=True)
     config.hydra.overrides.task = overrides  # the command line, as a multirun records it
     assert grid_size(config) == jobs
+
+
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
+def test_a_killed_search_with_a_database_runs_only_its_unfinished_trials(tmp_path):
+    """With `hydra.sweeper.storage` the studies outlive the process: the rerun loads the
+    cell's study, launches none of its finished trials, resumes the one left running."""
+    import signal
+
+    import optuna
+
+    from tests.test_resume import _wait_for_glob, start_cli, wait_for
+
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    search = [
+        "-m",
+        "experiment=smoke",
+        "hparams_search=lr_warmup",
+        "sharing=none",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweeper.storage={storage}",
+        "trainer.max_steps=30",
+        "trainer.checkpoint_every=3",
+        "logger=none",
+        f"results_dir={tmp_path}",
+    ]
+    proc = start_cli(*search)
+    (sweep_dir,) = _wait_for_glob(tmp_path / "smoke", proc)
+    wait_for(sweep_dir / "1" / "run.json", proc)  # the second trial: the first was told
+    assert json.loads((sweep_dir / "0" / "run.json").read_text())["status"] == "completed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = sweep_dir / "0" / "run.json"
+    before = (first.read_bytes(), first.stat().st_mtime_ns)
+
+    out = train_cli(*search[:-1], f"hydra.sweep.dir={sweep_dir}", results=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "[1/3]" not in out.stdout and "[3/3]" in out.stdout  # job 0 not launched again
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == before
+    jobs = sweep_records(tmp_path)
+    assert [r["status"] for _, r in jobs] == ["completed"] * 3
+    study = optuna.load_study(study_name="search", storage=storage)  # one cell: no key
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    (cell,) = results["studies"]
+    assert [t["job"] for t in cell["trials"]] == [0, 1, 2]
+    assert [t["state"] for t in cell["trials"]] == ["complete"] * 3
+    for trial in cell["trials"]:
+        record = jobs[trial["job"]][1]
+        assert record["config"]["trainer"]["lr"] == trial["params"]["trainer.lr"]
+        assert trial["value"] == record["metrics"]["val_loss"]

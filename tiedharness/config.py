@@ -13,7 +13,9 @@ it, so every default is written once, in its dataclass:
 | `trainer` | TrainerConfig (tiedharness/training/config.py)    |
 | `logger`  | LoggerConfig (tiedharness/tracking/config.py)     |
 
-Composition then rejects unknown keys, wrong types and choices outside an enum, naming
+The schema nodes are not options: the commands refuse `sharing=schema` and leave them out
+of `--help` and tab completion (tiedharness/cli/help.py), and refuse an unknown key with or
+without `+`. Composition then rejects unknown keys, wrong types and choices outside an enum, naming
 the key; the value checks run when `JobConfig.from_config` builds the objects, which
 every job does before it builds any data.
 
@@ -57,8 +59,8 @@ class ParamsConfig:
     sharing: SharingConfig | None = None  # unset: report every strategy
     vocab_size: int = 8000  # one joint vocabulary for both sides
     src_vocab_size: int | None = None  # set both of these for separate vocabularies
-    tgt_vocab_size: int | None = None
-    format: OutputFormat = OutputFormat.table
+    tgt_vocab_size: int | None = None  # the target side's, with src_vocab_size
+    format: OutputFormat = OutputFormat.table  # table: one row a strategy; json: an object
 
 
 @dataclass
@@ -66,7 +68,7 @@ class DataConfig:
     """Root of `tiedharness-data` (conf/data.yaml)."""
 
     task: Any = MISSING  # each task's own schema (conf/task/)
-    format: OutputFormat = OutputFormat.table
+    format: OutputFormat = OutputFormat.table  # table: one row a split; json: an object
 
 
 ROOT_SCHEMAS = {"params_schema": ParamsConfig, "data_schema": DataConfig}

@@ -13,9 +13,9 @@ trained by tiedharness/training/session.py.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -53,6 +53,8 @@ from tiedharness.training.device import (
 from tiedharness.training.distributed import Dist, init_distributed, shutdown
 from tiedharness.training.session import TrainingSession
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class JobContext:
@@ -68,8 +70,8 @@ class JobContext:
     speaks: bool = False  # says what it is doing (a single run's rank 0; sweeps stay quiet)
 
     def say(self, message: str) -> None:
-        if self.speaks:
-            print(message, file=sys.stderr, flush=True)
+        """Into the job's log (train.log); on the console too for a single run."""
+        log.log(logging.INFO if self.speaks else logging.DEBUG, message)
 
 
 def _now() -> str:
@@ -93,7 +95,9 @@ def execute_job(config: DictConfig | dict, ctx: JobContext) -> RunRecord:
         if start.kind is StartKind.keep:
             folder.release()
             if dist.main:
-                print(f"job {ctx.job_num}: already {start.previous.status} in {ctx.run_dir}, kept")
+                log.info(
+                    f"job {ctx.job_num}: already {start.previous.status} in {ctx.run_dir}, kept"
+                )
             return start.previous
         record = begin_record(plain, ctx, folder, start, write=dist.main)
         with StopRequest() as stop:
@@ -139,7 +143,7 @@ def not_run(problem: Exception, ctx: JobContext) -> RunRecord:
     returns a failed record (written nowhere: the folder is not this job's)."""
     if not ctx.multirun:
         raise problem
-    print(f"job {ctx.job_num}: not run: {problem}", file=sys.stderr)
+    log.warning(f"job {ctx.job_num}: not run: {problem}")
     return RunRecord(
         run_id=f"{ctx.sweep_id}-{ctx.job_num}",
         status=RunStatus.failed,

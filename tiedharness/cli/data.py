@@ -8,11 +8,17 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from tiedharness.cli import CONF_DIR, fail
+from tiedharness.cli.help import run_app
 from tiedharness.config import OutputFormat  # importing it registers the config schemas
 
 
+def main() -> None:
+    """The console script: `--help`, and the command line's keys checked, before Hydra."""
+    run_app("data", app)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="data")
-def main(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> None:
     from tiedharness.tasks.data import build_task  # tokenizers and torch load only here
 
     try:

@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from tiedharness.cli import CONF_DIR, fail
+from tiedharness.cli.help import run_app
 from tiedharness.config import OutputFormat  # importing it registers the config schemas
 from tiedharness.model.config import Arch, ModelConfig, SharingConfig
 from tiedharness.model.names import STRATEGY_NAMES
@@ -23,8 +24,13 @@ def vocab_from_cfg(cfg: DictConfig) -> Vocab:
     return Vocab.separate(src or cfg.vocab_size, tgt or cfg.vocab_size)
 
 
+def main() -> None:
+    """The console script: `--help`, and the command line's keys checked, before Hydra."""
+    run_app("params", app)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="params")
-def main(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> None:
     try:
         model_cfg: ModelConfig = OmegaConf.to_object(cfg.model)
         if model_cfg.arch == Arch.auto:  # no task to follow: an encoder-decoder

@@ -9,6 +9,7 @@ resuming"; docs/run-record.md).
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import sys
@@ -22,6 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import tiedharness.config  # noqa: F401  (registers the config schemas with Hydra)
 from tiedharness.cli import CONF_DIR, fail
+from tiedharness.cli.help import run_app, unknown_in
+
+log = logging.getLogger("tiedharness.cli.train")
 
 
 def new_folder(path: str) -> str:
@@ -64,8 +68,14 @@ def _torchrun_folder(base: Path, run_id: str, timeout_s: float = 300) -> Path:
 OmegaConf.register_new_resolver("th.new_folder", new_folder, use_cache=True, replace=True)
 
 
+def main() -> float | None:
+    """The console script: `--help`, and the command line's keys checked against the
+    schemas (tiedharness/cli/help.py), before Hydra composes anything."""
+    return run_app("train", app)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def app(cfg: DictConfig) -> float | None:
     """Train one job; returns its objective (`objective`, by default val_loss) for sweeper
     plugins, None when the run did not complete."""
     from tiedharness.checkpoint import CheckpointError
@@ -74,6 +84,11 @@ def main(cfg: DictConfig) -> float | None:
     from tiedharness.tracking.record import RunStatus
     from tiedharness.tracking.run_folder import RunFolderError
 
+    unknown = unknown_in(cfg)
+    if unknown:  # added with `+`, or by a study's config: not a key of the schemas
+        fail(
+            f"unknown key{'s' * (len(unknown) > 1)} {', '.join(unknown)} (`--help` lists every key)"
+        )
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     base_dir = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir)
@@ -97,8 +112,8 @@ def main(cfg: DictConfig) -> float | None:
         print(f"run recorded in {ctx.run_dir / 'run.json'}", file=sys.stderr)
         fail(str(err))
     if not multirun and os.environ.get("RANK", "0") == "0":  # rank 0 speaks for the run
-        print(summary_line(ctx.run_dir, record))
-        print(f"run recorded in {ctx.run_dir / 'run.json'}")
+        log.info(summary_line(ctx.run_dir, record))  # the console, and the run's train.log
+        log.info(f"run recorded in {ctx.run_dir / 'run.json'}")
     if record.status == RunStatus.interrupted and "BasicLauncher" in str(launcher.get("_target_")):
         # the signal was for this process: a sweep stops too (and says how to go on)
         print(record.error, file=sys.stderr)

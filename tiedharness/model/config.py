@@ -54,21 +54,21 @@ class Init(Choice):
 class ModelConfig:
     """Architecture hyper-parameters; the defaults are the `small` CPU demo model."""
 
-    arch: Arch = Arch.auto
-    d_model: int = 256
-    n_heads: int = 4
-    d_ff: int = 1024
-    enc_layers: int = 3
-    dec_layers: int = 3
-    dropout: float = 0.1
-    norm: Norm = Norm.pre
+    arch: Arch = Arch.auto  # auto (follow the task) | encdec | lm (decoder-only)
+    d_model: int = 256  # model width d
+    n_heads: int = 4  # attention heads (d_model must divide by it)
+    d_ff: int = 1024  # inner width of the feed-forward layers
+    enc_layers: int = 3  # encoder layers (unused by a decoder-only LM)
+    dec_layers: int = 3  # decoder layers
+    dropout: float = 0.1  # on embeddings, attention outputs and feed-forward outputs
+    norm: Norm = Norm.pre  # LayerNorm before (pre) or after (post) each sublayer
     bias: bool = True  # biases of attention and feed-forward linears (the output layer has none)
-    positions: Positions = Positions.learned
-    max_len: int = 256
+    positions: Positions = Positions.learned  # learned tables or sinusoidal positions
+    max_len: int = 256  # longest sequence in tokens (learned positions have this many rows)
     # multiply token embeddings by √d (Vaswani et al. 2017, §3.4); null: as `init` implies
     # (fairseq yes, gpt2 and t5 no). See `scales_embeddings`.
     embed_scale: bool | None = None
-    activation: Activation = Activation.relu
+    activation: Activation = Activation.relu  # of the feed-forward layers: relu | gelu
     init: Init = Init.fairseq  # initialisation convention (README, "The model")
 
     def __post_init__(self) -> None:
@@ -129,8 +129,8 @@ class LayerScope(Choice):
 @dataclass
 class CrossLayerOptions:
     unique: int = 1  # M distinct blocks per stack; 1 = ALBERT / Universal Transformer
-    plan: LayerPlan = LayerPlan.cycle_rev
-    scope: LayerScope = LayerScope.all
+    plan: LayerPlan = LayerPlan.cycle_rev  # sequence | cycle | cycle_rev (Takase & Kiyono)
+    scope: LayerScope = LayerScope.all  # what a reused block shares: all | attention | ffn
 
     def __post_init__(self) -> None:
         coerce_choices(self, "sharing.cross_layer")
@@ -142,7 +142,9 @@ class SharingConfig:
     """Which sharing strategies to combine (tiedharness/model/names.py lists them), and
     their options."""
 
-    strategies: list[str] = field(default_factory=list)
+    strategies: list[str] = field(
+        default_factory=list
+    )  # the strategies combined (sharing=NAME sets one)
     # qkv / qk / kv: which self-attentions share projections. Cross-attention never does.
     attention_scope: AttentionScope = AttentionScope.decoder
     # qk: mask each token's attention to itself, as Reformer does (see AttentionMask).

@@ -1,4 +1,5 @@
-"""Greedy decoding, with or without the KV cache (the two must give the same tokens).
+"""Greedy decoding, with or without the KV cache (the two must give the same tokens), and
+beam search on the cache with fairseq's or GNMT's length penalty.
 
 With the cache each step feeds only the newest token and every layer appends its K/V;
 without it each step re-runs the whole prefix. BLEU and inference throughput use the
@@ -8,6 +9,7 @@ cached path; the uncached one exists to check it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -69,6 +71,28 @@ def greedy_continue(
     return _greedy(step, prefix, max_new, model.new_cache() if use_cache else None)
 
 
+LENPEN_STYLES = ("fairseq", "gnmt")
+
+
+@dataclass(frozen=True)
+class LengthPenalty:
+    """What a finished hypothesis's log-probability is divided by, for its length |Y|
+    (tokens, EOS included): fairseq's |Y|^α, or GNMT's ((5 + |Y|) / 6)^α (Wu et al. 2016,
+    the one Vaswani et al. 2017 use with α = 0.6). α = 0 ranks by log-probability alone."""
+
+    alpha: float = 1.0
+    style: str = "fairseq"
+
+    def __post_init__(self) -> None:
+        if self.style not in LENPEN_STYLES:
+            raise ValueError(f"length penalty style {self.style!r}: one of {LENPEN_STYLES}")
+
+    def __call__(self, length: int) -> float:
+        if self.style == "gnmt":
+            return ((5 + length) / 6) ** self.alpha
+        return max(length, 1) ** self.alpha
+
+
 def reorder_cache(cache: list[dict] | dict, rows: Tensor, memo: dict | None = None):
     """Every cached tensor's rows (dim 0) picked by `rows`, in place; a tensor cached
     under two names (shared K/V) stays one tensor."""
@@ -86,15 +110,22 @@ def reorder_cache(cache: list[dict] | dict, rows: Tensor, memo: dict | None = No
 
 @torch.no_grad()
 def beam_translate(
-    model: EncoderDecoder, src: Tensor, max_len: int, beam: int = 4, length_penalty: float = 1.0
+    model: EncoderDecoder,
+    src: Tensor,
+    max_len: int,
+    beam: int = 4,
+    length_penalty: float | LengthPenalty = 1.0,
 ) -> Tensor:
     """Beam search with the KV cache: target tokens (B, ≤ max_len), EOS included, then
-    PAD, of the hypothesis with the best log-probability ÷ length^length_penalty.
+    PAD, of the hypothesis with the best log-probability ÷ its length penalty (a number α:
+    fairseq's length^α; or a `LengthPenalty`, GNMT's too).
 
     Each step keeps the `beam` best unfinished hypotheses of each source; a hypothesis
     ending in EOS is set aside, and a source is done once `beam` are. With beam=1 this is
     greedy decoding, token for token."""
     model.eval()
+    if not isinstance(length_penalty, LengthPenalty):
+        length_penalty = LengthPenalty(float(length_penalty))
     n, device = src.shape[0], src.device
     memory, src_pad = model.encode(src)
     memory, src_pad = memory.repeat_interleave(beam, 0), src_pad.repeat_interleave(beam, 0)
@@ -120,7 +151,7 @@ def beam_translate(
                     break
                 if token == EOS_ID:
                     hypothesis = [*tokens[i * beam + source_beam, 1:].tolist(), EOS_ID]
-                    finished[i].append((score / len(hypothesis) ** length_penalty, hypothesis))
+                    finished[i].append((score / length_penalty(len(hypothesis)), hypothesis))
                 elif len(live) < beam:
                     live.append((score, source_beam, token))
                 if len(live) == beam:
@@ -143,7 +174,7 @@ def _best_hypotheses(
     finished: list[list[tuple[float, list[int]]]],
     tokens: Tensor,
     scores: Tensor,
-    length_penalty: float,
+    length_penalty: LengthPenalty,
 ) -> Tensor:
     """Each source's best hypothesis, PAD-padded into one tensor; a source that ran out of
     length before `beam` hypotheses finished lets its live ones compete too."""
@@ -154,9 +185,7 @@ def _best_hypotheses(
                 score = float(scores[i, b])
                 if score > float("-inf"):
                     hypothesis = tokens[i * beam + b, 1:].tolist()
-                    finished[i].append(
-                        (score / max(len(hypothesis), 1) ** length_penalty, hypothesis)
-                    )
+                    finished[i].append((score / length_penalty(len(hypothesis)), hypothesis))
     best = [max(f, key=lambda x: x[0])[1] if f else [] for f in finished]
     out = torch.full((n, max(map(len, best), default=0)), PAD_ID, dtype=torch.long)
     for i, hypothesis in enumerate(best):

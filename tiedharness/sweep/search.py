@@ -9,7 +9,12 @@ pair, not each strategy's best rate. This sweeper keeps the two apart:
   reads it; every combination of its values is a cell with a study of its own. Seeds are
   not cells: a search tunes on the grid's first seed.
 - `hydra.sweeper.search` is what each study tunes, in the Optuna sweeper's override syntax
-  (`tag(log, interval(1e-4, 1e-2))`, `interval(...)`, `range(...)`, `choice(...)`).
+  (`tag(log, interval(1e-4, 1e-2))`, `interval(...)`, `range(...)`, `choice(...)`), read
+  by `search_space` into Optuna's distributions.
+- `hydra.sweeper.storage` (a database URL such as `sqlite:///search.db`; null: in memory)
+  keeps each cell's study under `<study_name>-<cell's key=value…>`: a search started
+  again with the same command loads its studies, runs none of their finished trials again,
+  resumes the trials a killed start left running, and goes on to `n_trials`.
 
 Each trial is an ordinary job of the sweep folder (numbered on across cells), so the
 report, resume and the closing summary treat it as any other. A trial that did not
@@ -25,11 +30,13 @@ import itertools
 import logging
 import math
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Transformer
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.errors import OverrideParseException
@@ -91,6 +98,42 @@ def parse_grid(lines: list[str]) -> Grid:
     return Grid(cells, shared, seeds, swept)
 
 
+def search_space(lines: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`key=value` lines of `hydra.sweeper.search` → (Optuna distributions, fixed values),
+    as Hydra's Optuna sweeper reads them: `interval(a, b)` a float between a and b (Hydra
+    reads the ends as floats), `tag(log, interval(a, b))` the same on a log scale,
+    `range(a, b[, step])` an int from a to b, both included (a float when one is a float),
+    `choice(x, y, …)` one of the values, and a plain value fixed."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    space: dict[str, Any] = {}
+    fixed: dict[str, str] = {}
+    for override in OverridesParser.create().parse_overrides(lines):
+        key, value = override.get_key_element(), override.value()
+        if not override.is_sweep_override():
+            fixed[key] = override.get_value_element_as_str()
+        elif override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
+            choices = list(override.sweep_iterator(transformer=Transformer.encode))
+            space[key] = CategoricalDistribution(choices)
+        elif override.is_range_sweep():
+            ends = (value.start, value.stop, value.step)
+            if any(isinstance(x, float) for x in ends):
+                space[key] = FloatDistribution(value.start, value.stop, step=value.step)
+            else:
+                space[key] = IntDistribution(*(int(x) for x in ends[:2]), step=int(value.step))
+        elif override.is_interval_sweep():
+            # Hydra reads both ends as floats: interval(0, 10) is a float too
+            log_scale = "log" in value.tags
+            space[key] = FloatDistribution(value.start, value.end, log=log_scale)
+        else:
+            raise ValueError(f"hydra.sweeper.search.{override.input_line}: not a search space")
+    return space, fixed
+
+
 def is_search(config: DictConfig) -> bool:
     return str(config.hydra.sweeper.get("_target_", "")).endswith("StudyPerCellSweeper")
 
@@ -121,6 +164,8 @@ class StudyPerCellSweeper(Sweeper):
         n_jobs: int = 1,
         search: DictConfig | None = None,
         params: DictConfig | None = None,
+        storage: str | None = None,
+        study_name: str = "search",
     ) -> None:
         if direction not in ("minimize", "maximize"):
             raise SearchConfigError(
@@ -135,6 +180,7 @@ class StudyPerCellSweeper(Sweeper):
         self.n_trials, self.n_jobs = n_trials, max(1, n_jobs)
         self.search = {str(k): str(v) for k, v in search.items()}
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
+        self.storage, self.study_name = storage or None, study_name
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -146,41 +192,31 @@ class StudyPerCellSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         import optuna  # only a search pays for importing it
-        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:  # a bad grid or search stops here, before any job, with what to change
             grid = parse_grid([f"{k}={v}" for k, v in self.params.items()] + arguments)
-            space, fixed = create_params_from_overrides(
-                [f"{k}={v}" for k, v in self.search.items()]
-            )
+            space, fixed = search_space([f"{k}={v}" for k, v in self.search.items()])
         except (ValueError, OverrideParseException) as err:
             raise SearchConfigError(str(err)) from err
-        fixed_search = [f"{k}={v}" for k, v in fixed.items()]
         grid_keys = {o.split("=")[0] for o in grid.shared + [o for c in grid.cells for o in c]}
         if overlap := sorted(grid_keys & (space.keys() | fixed.keys())):
             raise SearchConfigError(
                 f"{', '.join(overlap)} is both set in the grid and searched: keep one"
             )
         log.info(f"{len(grid.cells)} cell(s) × {self.n_trials} trials, tuning {', '.join(space)}")
-        studies, job_idx = [], 0
-        for cell in grid.cells:
-            # a fresh copy of the seeded sampler: every cell's study starts from the same
-            # proposals, so the cells' first trials are paired
-            study = optuna.create_study(
-                direction=self.direction, sampler=copy.deepcopy(self.sampler)
-            )
-            jobs: dict[int, int] = {}  # trial number → job number
-            for start in range(0, self.n_trials, self.n_jobs):
-                trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - start))]
+        fixed_search = [f"{k}={v}" for k, v in fixed.items()]
+        studies = []
+        for number, cell in enumerate(grid.cells):
+            study = self.open_study(cell)
+            first_job = number * self.n_trials  # jobs are numbered on across cells
+            for batch in self.batches(study, space):
                 overrides = [
-                    (*grid.shared, *cell, *fixed_search, *(f"{k}={v}" for k, v in t.params.items()))
-                    for t in trials
+                    (*grid.shared, *cell, *fixed_search, *(f"{k}={v}" for k, v in params.items()))
+                    for _, params in batch
                 ]
-                returns = self.launcher.launch(overrides, initial_job_idx=job_idx)
-                for trial, job_return in zip(trials, returns, strict=True):
-                    jobs[trial.number] = job_idx
-                    job_idx += 1
+                returns = self.launcher.launch(overrides, initial_job_idx=first_job + batch[0][0])
+                for (trial, _), job_return in zip(batch, returns, strict=True):
                     # a job that raised (jobs record their errors, but Hydra could) failed
                     done = job_return.status == JobStatus.COMPLETED
                     value = job_return.return_value if done else None
@@ -188,8 +224,46 @@ class StudyPerCellSweeper(Sweeper):
                         study.tell(trial, float(value))
                     else:  # a run that did not complete: the search goes on without it
                         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            studies.append(study_result(cell, study, jobs))
+            studies.append(study_result(cell, study, first_job))
         self.write_results(grid, studies)
+
+    def open_study(self, cell: list[str]) -> Any:
+        """The cell's study: new, in memory without `storage`; in the database, named after
+        the cell, loaded when a former start of the same search created it."""
+        import optuna
+
+        name = "-".join([self.study_name, *cell])
+        try:
+            # a fresh copy of the seeded sampler: every cell's study starts from the same
+            # proposals, so the cells' first trials are paired
+            return optuna.create_study(
+                storage=self.storage,
+                study_name=name if self.storage else None,
+                direction=self.direction,
+                sampler=copy.deepcopy(self.sampler),
+                load_if_exists=True,
+            )
+        except ValueError as err:  # e.g. the stored study has the other direction
+            raise SearchConfigError(f"study {name} in {self.storage}: {err}") from err
+
+    def batches(self, study: Any, space: dict) -> Iterator[list[tuple[int, dict]]]:
+        """The trials still to run, as (trial number, params), `n_jobs` at a time, each
+        batch of consecutive numbers (the launcher numbers its jobs on from the first):
+        first those a killed start left running (their jobs resume in their folders), then
+        new ones until the study holds `n_trials`."""
+        import optuna
+
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        pending = [(t.number, t.params) for t in running]
+        while pending or len(study.trials) < self.n_trials:
+            batch = pending[: self.n_jobs]
+            del pending[: len(batch)]
+            while len(batch) < self.n_jobs and len(study.trials) < self.n_trials:
+                trial = study.ask(space)
+                batch.append((trial.number, trial.params))
+            runs = [0] + [i for i in range(1, len(batch)) if batch[i][0] != batch[i - 1][0] + 1]
+            for start, end in itertools.pairwise([*runs, len(batch)]):
+                yield batch[start:end]
 
     def write_results(self, grid: Grid, studies: list[dict]) -> None:
         """optimization_results.yaml and the best settings in the log, with the command
@@ -227,8 +301,9 @@ class StudyPerCellSweeper(Sweeper):
         return shlex.join(["tiedharness-train", "-m", *shared, *swept, *extra])
 
 
-def study_result(cell: list[str], study: Any, jobs: dict[int, int]) -> dict:
-    """One cell's study: its best trial (None when every trial failed) and its trials."""
+def study_result(cell: list[str], study: Any, first_job: int) -> dict:
+    """One cell's study: its best trial (None when every trial failed) and its trials;
+    trial n of the cell is the job `first_job + n`."""
     import optuna
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -237,10 +312,10 @@ def study_result(cell: list[str], study: Any, jobs: dict[int, int]) -> dict:
         "cell": dict(o.split("=", 1) for o in cell),
         "best_value": best.value if best else None,
         "best_params": dict(best.params) if best else {},
-        "best_job": jobs[best.number] if best else None,
+        "best_job": first_job + best.number if best else None,
         "trials": [
             {
-                "job": jobs[t.number],
+                "job": first_job + t.number,
                 "params": dict(t.params),
                 "value": t.value,
                 "state": t.state.name.lower(),

@@ -15,14 +15,14 @@ from tiedharness.tasks.base import SPLITS, Task, TaskConfig, TokenizerKind, regi
 
 @dataclass
 class AlgorithmicConfig(TaskConfig):
-    tokenizer: TokenizerKind = TokenizerKind.word
+    tokenizer: TokenizerKind = TokenizerKind.word  # one token per symbol
     vocab_size: int = 128  # room for every symbol plus the 4 special tokens
-    n_symbols: int = 64
-    min_len: int = 4
+    n_symbols: int = 64  # the alphabet of the random strings
+    min_len: int = 4  # shortest string, in symbols
     max_seq_len: int = 24  # symbols per sequence, before special tokens
-    train_examples: int = 20000
-    valid_examples: int = 500
-    test_examples: int = 500
+    train_examples: int = 20000  # strings generated for training
+    valid_examples: int = 500  # strings generated for validation
+    test_examples: int = 500  # strings generated for test
 
     def __post_init__(self) -> None:
         super().__post_init__()

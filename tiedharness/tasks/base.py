@@ -33,12 +33,12 @@ class TokenizerKind(Choice):
 class TaskConfig:
     """Options every task has; a task's own config dataclass adds its knobs."""
 
-    name: str = ""
-    vocab: VocabMode = VocabMode.joint
+    name: str = ""  # the task family (task=NAME sets it)
+    vocab: VocabMode = VocabMode.joint  # one tokenizer for both sides (joint) or one per side
     vocab_size: int = 8000  # per side when separate, unless src/tgt_vocab_size are set
-    src_vocab_size: int | None = None
-    tgt_vocab_size: int | None = None
-    tokenizer: TokenizerKind = TokenizerKind.bpe
+    src_vocab_size: int | None = None  # source vocabulary when separate (default: vocab_size)
+    tgt_vocab_size: int | None = None  # target vocabulary when separate (default: vocab_size)
+    tokenizer: TokenizerKind = TokenizerKind.bpe  # bpe (subwords) or word (one token per symbol)
     max_len: int = 256  # longer examples (in tokens, specials included) are dropped
     max_tokens: int = 4096  # batch budget: examples × longest side, padding included
     seed: int = 0  # data generation and splitting; training has its own seed

@@ -158,9 +158,9 @@ class BibleSource(Choice):
 
 @dataclass
 class BibleConfig(TaskConfig):
-    source: BibleSource = BibleSource.kjv
+    source: BibleSource = BibleSource.kjv  # the English text: kjv or web
     valid_fraction: float = 0.03  # of chapters
-    test_fraction: float = 0.03
+    test_fraction: float = 0.03  # share of chapters held out for test
     sword_path: str | None = None  # a folder with mods.d/ and modules/; default: see sword_paths
 
     def __post_init__(self) -> None:

@@ -35,9 +35,9 @@ def _missing(paths: list[Path], hint: str) -> FileNotFoundError:
 
 @dataclass
 class ParallelTextConfig(TaskConfig):
-    data_dir: str | None = None
-    src_lang: str = "src"
-    tgt_lang: str = "tgt"
+    data_dir: str | None = None  # folder of your corpus files (fairseq naming)
+    src_lang: str = "src"  # file suffix of the source side: train.SRC
+    tgt_lang: str = "tgt"  # file suffix of the target side: train.TGT
 
 
 @register_task

@@ -34,13 +34,13 @@ FUNCTION_MORPHEMES = ("DEF", "INDEF", "PL", "PRES", "PAST", "AGR_PL", "TO", "THA
 @dataclass
 class SynthConfig(TaskConfig):
     vocab_size: int = 2000
-    overlap: float = 0.5
-    n_nouns: int = 300
-    n_verbs: int = 80
-    n_adjectives: int = 60
-    train_examples: int = 20000
-    valid_examples: int = 500
-    test_examples: int = 500
+    overlap: float = 0.5  # share of target morphemes equal to the source's (0: no shared char)
+    n_nouns: int = 300  # nouns of the latent grammar's lexicon
+    n_verbs: int = 80  # verbs of the lexicon
+    n_adjectives: int = 60  # adjectives of the lexicon
+    train_examples: int = 20000  # sentence pairs generated for training
+    valid_examples: int = 500  # sentence pairs generated for validation
+    test_examples: int = 500  # sentence pairs generated for test
 
     def __post_init__(self) -> None:
         super().__post_init__()

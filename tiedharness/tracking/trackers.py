@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,8 @@ from tiedharness.atomic import finite
 from tiedharness.tracking.config import WandbConfig
 from tiedharness.tracking.record import RunRecord, RunStatus
 from tiedharness.tracking.run_folder import RunFolder
+
+log = logging.getLogger(__name__)
 
 
 class LocalTracker:
@@ -43,11 +46,21 @@ class LocalTracker:
 
 
 def wandb_api_key_configured() -> bool:
-    """An API key in the environment or in ~/.netrc (where `wandb login` puts it)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path(os.environ.get("NETRC", "~/.netrc")).expanduser()
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    """Whether W&B itself finds credentials for its host, as `wandb.init` would: an API key
+    in WANDB_API_KEY, or a netrc entry for the configured host — api.wandb.ai, or the one
+    `wandb login --host` saved (or WANDB_BASE_URL names). Asked without a prompt and
+    without a request to the server."""
+    import wandb
+
+    silent = os.environ.get("WANDB_SILENT")
+    os.environ["WANDB_SILENT"] = "true"  # login would say "API key is configured"
+    try:
+        return bool(wandb.login(prompt=False, verify=False))
+    finally:
+        if silent is None:
+            del os.environ["WANDB_SILENT"]
+        else:
+            os.environ["WANDB_SILENT"] = silent
 
 
 def wandb_mode(configured: str | None = None) -> str:
@@ -59,13 +72,16 @@ def wandb_mode(configured: str | None = None) -> str:
     return mode
 
 
-def open_wandb_run(run_dir: Path, mode: str, quiet: bool = True, **options):
+def open_wandb_run(
+    run_dir: Path, mode: str, quiet: bool = True, console: str | None = None, **options
+):
     """`wandb.init` as every W&B run of tiedharness opens it (a training run, its later
-    evaluations, a report): W&B's files under `run_dir`, in `mode`, silent and without
-    console capture when `quiet`. `options` are wandb.init's (project, id, group, …)."""
+    evaluations, a report): W&B's files under `run_dir`, in `mode`, silent when `quiet`;
+    console capture `console` (default: off when quiet). `options` are wandb.init's
+    (project, id, group, …)."""
     import wandb  # lazily: runs without W&B never import it
 
-    console = "off" if quiet else "auto"
+    console = console or ("off" if quiet else "auto")
     settings = wandb.Settings(silent=quiet, console=console)
     return wandb.init(dir=str(run_dir), mode=mode, settings=settings, **options)
 
@@ -94,7 +110,7 @@ class WandbTracker:
     def __init__(self, options: WandbConfig, run_dir: Path, quiet: bool) -> None:
         self.options = options
         self.run_dir = run_dir
-        self.quiet = quiet  # in sweeps: no console capture, no chatter
+        self.quiet = quiet  # in sweeps: no console capture, and not even our one line
         self.mode = wandb_mode(options.mode and str(options.mode))
         self.run = None
 
@@ -103,7 +119,8 @@ class WandbTracker:
         self.run = open_wandb_run(
             self.run_dir,
             self.mode,
-            self.quiet,
+            not self.options.verbose,
+            console="off" if self.quiet else "auto",
             # the same id across restarts of the job, so a resume continues the same run
             # (offline, `wandb sync` joins the parts)
             id=wandb_run_id(record),
@@ -112,7 +129,7 @@ class WandbTracker:
             entity=self.options.entity,
             group=record.sweep_id,
             job_type=record.task,
-            name=record.run_id,
+            name=f"{record.task}/{record.sharing}/s{record.seed}",  # the cell, at a glance
             tags=[t for t in tags if t],
             # the resolved config, plus who this run is (read back by the aggregator)
             config={**record.config, "run": record.identity()},
@@ -126,6 +143,12 @@ class WandbTracker:
         for name, best in SUMMARY_BEST.items():
             self.run.define_metric(name, step_metric="step", summary=best)
         record.wandb = {"mode": self.mode, "id": self.run.id, "dir": str(self.run_dir / "wandb")}
+        if not self.quiet and not self.options.verbose:  # W&B itself stays silent
+            if self.mode == "offline":
+                where = f"offline; upload with: wandb sync {Path(self.run.dir).parent}"
+            else:
+                where = self.run.url or self.mode
+            log.info(f"W&B run {self.run.name}: {where}")
 
     def log(self, row: dict) -> None:
         if self.run is not None:
@@ -148,9 +171,45 @@ class WandbTracker:
             summary["data/overlap"] = overlap
         summary["status"] = str(record.status)
         self.run.summary.update(summary)
+        self._log_samples()
+        if self.options.log_checkpoint and record.status == RunStatus.completed:
+            self._log_checkpoint(record)
         succeeded = record.status in (RunStatus.completed, RunStatus.diverged)
         self.run.finish(exit_code=0 if succeeded else 1)
         self.run = None
+
+    def _log_samples(self, rows: int = 100) -> None:
+        """The decoded examples of each split (source, reference, hypothesis) as a table in
+        the summary, `samples/<split>`: the first `rows` of what BLEU / exact match was
+        computed on."""
+        import wandb
+
+        for split in ("valid", "test"):
+            path = self.run_dir / f"decoded-{split}.jsonl"
+            if not path.is_file():
+                continue
+            with path.open() as f:
+                decoded = [json.loads(line) for _, line in zip(range(rows), f, strict=False)]
+            columns = ["index", "source", "reference", "hypothesis"]
+            data = [[row.get(c) for c in columns] for row in decoded]
+            # in the summary, not the history: the run's curves keep one row per log
+            self.run.summary[f"samples/{split}"] = wandb.Table(columns=columns, data=data)
+
+    def _log_checkpoint(self, record: RunRecord) -> None:
+        """The final checkpoint.pt as a model artifact, with the run's final metrics."""
+        import wandb
+
+        from tiedharness.checkpoint import checkpoint_path
+
+        path = checkpoint_path(self.run_dir)
+        if not path.is_file():
+            return
+        keep = ("steps", "tokens", "val_loss", "val_bpc", "bleu", "chrf", "exact_match")
+        metadata = {k: record.metrics[k] for k in keep if k in record.metrics}
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"model-{self.run.id}")
+        artifact = wandb.Artifact(name, type="model", metadata=finite(metadata))
+        artifact.add_file(str(path))
+        self.run.log_artifact(artifact)
 
 
 class Trackers:

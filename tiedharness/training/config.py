@@ -43,24 +43,26 @@ DEVICES = ("auto", "cpu", "cuda", "mps")  # cuda:N names one GPU
 
 @dataclass
 class TrainerConfig:
-    seed: int = 0
+    seed: int = 0  # seeds the model, the data order and dropout: the same seed repeats a run
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    precision: Precision = Precision.fp32
+    precision: Precision = Precision.fp32  # fp32, or bf16 autocast (on CPU too)
     compile: bool = False  # torch.compile the training forward
-    lr: float = 5e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    lr: float = 5e-4  # peak learning rate of AdamW (the schedule multiplies it)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # AdamW (β1, β2)
     weight_decay: float = 0.01  # on matrices only: tiedharness/training/optim.py
-    warmup_steps: int = 200
-    schedule: Schedule = Schedule.inverse_sqrt
+    warmup_steps: int = 200  # updates of linear warmup from 0 to lr
+    schedule: Schedule = (
+        Schedule.inverse_sqrt
+    )  # after warmup: inverse_sqrt | cosine | constant | wsd
     # wsd: the share of the budget (and of each branch's budget) spent decaying to zero
     decay_frac: float = 0.2
-    decay_shape: DecayShape = DecayShape.linear
+    decay_shape: DecayShape = DecayShape.linear  # wsd: the decay as 1 − x (linear) or 1 − √x (sqrt)
     # wsd: fractions of the budget at which the run forks a decay branch from its stable
     # phase, trains that branch's decay, evaluates it and continues the main run
     # untouched; run.json's `budgets` holds each budget's metrics (docs/metrics.md)
     branch_at: list[float] = field(default_factory=list)
     grad_clip: float = 1.0  # max gradient norm; 0 disables
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # of the training loss (validation loss has none)
     # batches per optimizer update on each rank (their gradients averaged): a paper's batch
     # on fewer devices; the schedule counts updates
     accum_steps: int = 1
@@ -80,16 +82,16 @@ class TrainerConfig:
     # is expected to improve by less than `converge_tolerance` (relative) or
     # `converge_tolerance_abs` (nats) over the last `converge_window` of the budget.
     converge_window: float = 0.2
-    converge_tolerance: float = 0.01
-    converge_tolerance_abs: float = 0.01
-    log_every: int = 50
+    converge_tolerance: float = 0.01  # converged below this relative improvement
+    converge_tolerance_abs: float = 0.01  # … or below this improvement in nats
+    log_every: int = 50  # updates between logged training losses
     # checkpoint.pt in the run folder (tiedharness/checkpoint.py): every N steps
     # and/or every N seconds of training, on a stop signal, and at the end; a job whose
     # folder holds one resumes from it. null disables that trigger.
     checkpoint_every: int | None = None
-    checkpoint_every_s: float | None = 600.0
+    checkpoint_every_s: float | None = 600.0  # seconds of training between checkpoints
     num_threads: int | None = None  # torch threads; null: the cores divided among parallel jobs
-    deterministic: bool = True
+    deterministic: bool = True  # torch deterministic algorithms (warn where none exists)
     profile: bool = True  # FLOP and time shares of the output layer, on the first batch
 
     def __post_init__(self) -> None:

@@ -123,8 +123,9 @@ class Evaluator:
             return self._lm_speed(split, indices) if speed else {}
         hypotheses, generated, seconds = self._translate(split, indices)
         references = [self.data.references(split)[i] for i in indices.tolist()]
+        sources = self.data.texts[split].get("src") or [None] * len(self.data.references(split))
         self.decoded[split] = [
-            {"index": i, "hypothesis": h, "reference": r}
+            {"index": i, "source": sources[i], "hypothesis": h, "reference": r}
             for i, h, r in zip(indices.tolist(), hypotheses, references, strict=True)
         ]
         out: dict[str, float] = {"decoded_examples": len(indices)}

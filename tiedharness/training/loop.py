@@ -221,8 +221,9 @@ class Trainer:
         self._checkpoint, self._stop, self._evaluate_budget = checkpoint, stop, evaluate_budget
         self._checkpointed_at = (self.step, time.perf_counter())
         self._clock_start()
+        branch_steps = sum(b.end - b.fork for b in self.branches.plan)  # the bar counts them too
         bar = tqdm(
-            total=self.expected_steps(),
+            total=(self.expected_steps() or 0) + branch_steps or None,
             initial=self.step,
             disable=not progress,
             unit="step",
