@@ -90,6 +90,7 @@ class Trainer:
         self.forward = torch.compile(self.parallel) if cfg.compile else self.parallel
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, tuple(cfg.betas))
         self.total_steps = self.expected_steps()  # the schedule's length
+        self._schedules: dict[int | None, Callable[[int], float]] = {}  # budget → lr factor
         self.branches = BudgetBranches(cfg, self.total_steps)
         self.step = self.tokens = 0
         self.epoch = self.batch_in_epoch = 0  # the data order's position
@@ -155,7 +156,9 @@ class Trainer:
         """The learning rate of the next update: the schedule at this step of its budget
         (inside a budget branch, the branch's own shorter budget)."""
         total = self.branches.active.end if self.branches.active else self.total_steps
-        return self.cfg.lr * lr_factor(self.cfg, total)(self.step)
+        if total not in self._schedules:  # one schedule per budget: built once, not per step
+            self._schedules[total] = lr_factor(self.cfg, total)
+        return self.cfg.lr * self._schedules[total](self.step)
 
     def _gradient_sync(self, last: bool):
         """Reduce the gradient over the ranks once per update: after the last micro-batch."""
