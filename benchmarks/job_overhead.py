@@ -27,7 +27,7 @@ from tiedharness.cli import CONF_DIR
 from tiedharness.config import JobConfig
 from tiedharness.job import JobContext, execute_job
 from tiedharness.tasks.batching import collate
-from tiedharness.training.device import seed_everything, torch_threads
+from tiedharness.training.device import available_cpus, seed_everything
 from tiedharness.training.loop import Trainer
 
 
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32)
     args = parser.parse_args()
     config = quick_cell(args.steps)
-    torch_threads(None, 1)
+    torch.set_num_threads(available_cpus())  # what a job alone on the host claims
     with tempfile.TemporaryDirectory() as tmp:
         whole_job(config, Path(tmp) / "warm-up")  # builds the data cache and the cost profile
         jobs, bares = [], []

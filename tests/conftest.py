@@ -20,6 +20,8 @@ from tiedharness.vocab import Vocab
 
 # One data cache for the whole test session (subprocesses inherit it), never ~/.cache.
 os.environ["TIEDHARNESS_CACHE"] = tempfile.mkdtemp(prefix="tiedharness-test-cache-")
+# Its own registry of CPU claims too: jobs of other test runs on this host do not share it.
+os.environ["TIEDHARNESS_CPU_REGISTRY"] = tempfile.mkdtemp(prefix="tiedharness-test-cpus-")
 
 VOCAB = 50
 TINY = dict(d_model=32, n_heads=4, d_ff=64, enc_layers=2, dec_layers=2, dropout=0.0, max_len=64)

@@ -316,24 +316,6 @@ def test_compiled_training_matches_eager(tmp_path):
     assert compiled["metrics"]["val_loss"] == pytest.approx(eager["metrics"]["val_loss"], abs=1e-3)
 
 
-def test_parallel_jobs_divide_the_cores():
-    import os
-
-    from tiedharness.cli.train import parallel_jobs
-    from tiedharness.training.device import torch_threads
-
-    assert parallel_jobs({"n_jobs": 3}) == 3
-    assert parallel_jobs({"n_jobs": -1}) == os.cpu_count()
-    basic = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}
-    assert parallel_jobs(basic) == 1
-    before = torch.get_num_threads()
-    try:
-        assert torch_threads(None, 64) == 1 and torch.get_num_threads() == 1
-        assert torch_threads(3, 64) == 3 and torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_a_language_model_task_trains_through_the_same_loop(tmp_path):
     lines = [
         f"and the man {i % 13} said unto the woman {i % 7} that it was good" for i in range(300)

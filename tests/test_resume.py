@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,10 +114,26 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_rerun_completes(uninterrup
     assert stopped_at == stopped["metrics"]["steps"] < 40  # written at the step it stopped
     assert history(run_dir)[-1]["step"] <= stopped_at
 
-    out = train_cli(*args, results=tmp_path)
-    assert out.returncode == 0, out.stderr[-2000:]
+    # Another job holds a CPU when the run resumes: the run waits for the count it was
+    # recorded with (torch rounds differently with fewer threads) instead of taking fewer.
+    neighbour = subprocess.Popen(["sleep", "60"])
+    registry = Path(os.environ["TIEDHARNESS_CPU_REGISTRY"])
+    claim = dict(pid=neighbour.pid, started=None, threads=1, waiting_since=None, run_dir="x")
+    (registry / f"neighbour-{neighbour.pid}.json").write_text(json.dumps(claim))
+    proc = start_cli(*args, f"results_dir={tmp_path}")
+    waiting = registry / f"{socket.gethostname()}-{proc.pid}-*.json"
+    while not any(json.loads(f.read_text())["waiting_since"] for f in registry.glob(waiting.name)):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    time.sleep(1.0)
+    neighbour.kill()
+    neighbour.wait()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
     done = record(run_dir)
     assert done["status"] == "completed" and done["metrics"]["steps"] == 40
+    assert done["env"]["threads"] == record(uninterrupted)["env"]["threads"]
+    assert done["env"]["cpu_wait_s"] >= 1.0 and "waiting for a CPU" in out + err
     assert done["resumes"][0]["from_step"] == stopped_at
     assert done["wandb"]["id"] == stopped["wandb"]["id"]  # one W&B run across the restart
     assert abs(done["metrics"]["val_loss"] - record(uninterrupted)["metrics"]["val_loss"]) <= 1e-6

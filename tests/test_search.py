@@ -14,6 +14,7 @@ import yaml
 
 from tests.conftest import sweep_records, train_cli
 from tests.test_report import report_cli
+from tiedharness.sweep.pruning import make_pruner
 from tiedharness.sweep.search import parse_grid, search_space
 
 
@@ -41,6 +42,23 @@ def test_the_grid_is_split_into_cells_with_the_first_seed():
         parse_grid(["trainer.lr=interval(1e-4, 1e-2)"])
 
 
+def test_the_cells_do_not_depend_on_the_order_of_the_command_line():
+    """A search started again with its overrides in another order finds the same cells,
+    in the same order (job numbers, study names): the study's grid keys first, in the
+    study's order, then the command line's by name."""
+    import itertools
+
+    study = ["sharing=none,qkv"]
+    command = ["task.vocab_size=100,200", "model.d_model=32,64", "results_dir=x", "sharing=qkv,kv"]
+    grids = [
+        parse_grid(study + list(order), ("sharing",)) for order in itertools.permutations(command)
+    ]
+    assert all(g.cells == grids[0].cells and g.swept == grids[0].swept for g in grids)
+    assert list(grids[0].swept) == ["sharing", "model.d_model", "task.vocab_size"]
+    assert grids[0].swept["sharing"] == ["qkv", "kv"]  # the command line still wins
+    assert grids[0].cells[0] == ["sharing=qkv", "model.d_model=32", "task.vocab_size=100"]
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
@@ -63,6 +81,18 @@ def test_a_bad_search_stops_before_any_job_and_says_what_to_change(tmp_path, set
     assert out.returncode == 2 and f"error: {message}" in out.stderr
     assert "Traceback" not in out.stderr and "continue it with" not in out.stderr
     assert not [p for p in tmp_path.rglob("*") if p.name.isdigit()]  # no job folder
+
+
+def test_a_searched_key_added_on_the_command_line_arrives_nested_and_is_read_dotted():
+    from tiedharness.sweep.search import StudyPerCellSweeper
+
+    # +hydra.sweeper.search.model.dropout='interval(0, 0.3)' beside the preset's dotted keys
+    search = {"trainer.lr": "interval(0.1, 0.3)", "model": {"dropout": "interval(0, 0.3)"}}
+    sweeper = StudyPerCellSweeper(sampler=None, search=search)
+    assert sweeper.search == {
+        "trainer.lr": "interval(0.1, 0.3)",
+        "model.dropout": "interval(0, 0.3)",
+    }
 
 
 def test_an_unknown_direction_is_refused():
@@ -240,12 +270,12 @@ def test_a_killed_search_continues_in_its_folder(tmp_path):
         "-m",
         "experiment=smoke",
         "hparams_search=lr_warmup",
-        "sharing=qkv",
         "hydra.sweeper.n_trials=3",
         "trainer.max_steps=30",
         "trainer.checkpoint_every=3",
         "logger=none",
         f"results_dir={tmp_path}",
+        "sharing=qkv",  # after results_dir: the rerun below takes the rest in another order
     ]
     proc = start_cli(*search)
     (sweep_dir,) = _wait_for_glob(tmp_path / "smoke", proc)
@@ -254,7 +284,9 @@ def test_a_killed_search_continues_in_its_folder(tmp_path):
     proc.wait()
     before = (sweep_dir / "0" / "run.json").read_bytes()
 
-    out = train_cli(*search[:-1], f"hydra.sweep.dir={sweep_dir}", results=tmp_path)
+    # (train_cli adds results_dir itself, last: drop it by name, not by position)
+    again = ["-m", *(a for a in reversed(search[1:]) if not a.startswith("results_dir="))]
+    out = train_cli(*again, f"hydra.sweep.dir={sweep_dir}", results=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "1 kept  1 resumed  1 trained" in out.stdout, out.stdout[-3000:]
     jobs = sweep_records(tmp_path)
@@ -341,3 +373,146 @@ def test_a_killed_search_with_a_database_runs_only_its_unfinished_trials(tmp_pat
         record = jobs[trial["job"]][1]
         assert record["config"]["trainer"]["lr"] == trial["params"]["trainer.lr"]
         assert trial["value"] == record["metrics"]["val_loss"]
+
+
+# ---------------------------------------------------------------------------- pruning
+
+
+def test_a_pruner_is_optunas_by_name_with_its_own_arguments():
+    import optuna
+
+    assert make_pruner("none", {"n_startup_trials": 2}) is None
+    pruner = make_pruner("median", {"n_startup_trials": 2, "n_warmup_steps": 5})
+    assert isinstance(pruner, optuna.pruners.MedianPruner)
+    assert (pruner._n_startup_trials, pruner._n_warmup_steps) == (2, 5)
+    assert isinstance(
+        make_pruner("ThresholdPruner", {"upper": 7.0}), optuna.pruners.ThresholdPruner
+    )
+    with pytest.raises(ValueError, match="not a pruner; use none, median, percentile"):
+        make_pruner("mediam", {})
+    with pytest.raises(ValueError, match="do not fit ThresholdPruner"):
+        make_pruner("ThresholdPruner", {"n_startup_trials": 2})
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["hydra.sweeper.pruner=mediam"], "hydra.sweeper.pruner=mediam: not a pruner"),
+        (
+            ["hydra.sweeper.pruner=median", "objective=bleu", "hydra.sweeper.direction=maximize"],
+            "hydra.sweeper.pruner=median prunes on the validation losses the runs report, "
+            "but the search maximizes bleu",
+        ),
+    ],
+)
+def test_a_pruner_that_cannot_work_stops_the_search_before_any_job(tmp_path, settings, message):
+    out = train_cli(
+        "-m",
+        "experiment=smoke",
+        "hparams_search=lr_warmup",
+        *settings,
+        "logger=none",
+        results=tmp_path,
+    )
+    assert out.returncode == 2 and f"error: {message}" in out.stderr, out.stderr[-2000:]
+    assert not [p for p in tmp_path.rglob("*") if p.name.isdigit()]  # no job folder
+
+
+def _history(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+
+
+def test_a_pruned_search_stops_the_trials_that_trail_at_a_validation(tmp_path):
+    """A learning rate of 1e-5 barely moves the loss in 12 steps: once one trial at 3e-3
+    has completed, the median pruner stops the 1e-5 trials at their first validation (step
+    3). Pruned runs end `pruned`, their history at that validation; the study, in the sweep
+    folder's optuna.db, holds them PRUNED with the losses the runs reported."""
+    import optuna
+
+    out = train_cli(
+        "-m",
+        "experiment=smoke",
+        "hparams_search=lr_warmup",
+        "sharing=qkv",
+        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.pruner=median",
+        "hydra.sweeper.pruner_args.n_startup_trials=1",
+        "hydra.sweeper.search={trainer.lr: 'choice(3e-3, 1e-5)', trainer.warmup_steps: 4}",
+        "trainer.eval_every=3",
+        "logger=none",
+        results=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = sweep_records(tmp_path)
+    sweep_dir = jobs[0][0].parent
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert "PRUNED" in states and "COMPLETE" in states and "FAIL" not in states
+    assert len(states) == 5 and f"{states.count('PRUNED')} pruned" in out.stdout
+    for trial, (folder, record) in zip(study.trials, jobs, strict=True):
+        history = _history(folder)
+        reported = {r["step"]: r["val_loss"] for r in history if "val_loss" in r}
+        assert record["config"]["trainer"]["lr"] == trial.params["trainer.lr"]
+        if trial.state.name == "PRUNED":
+            assert record["status"] == "pruned" and trial.params["trainer.lr"] == 1e-5
+            assert record["error"].startswith("pruned at step 3 by the search's MedianPruner")
+            assert record["metrics"]["steps"] == 3 and max(r["step"] for r in history) == 3
+            assert "val_loss" not in record["metrics"] and trial.value == reported[3]
+            assert not (folder / "checkpoint.pt").exists()
+        else:  # trained to the end, every validation loss reported to the trial
+            assert record["status"] == "completed" and record["metrics"]["steps"] == 12
+            assert trial.value == record["metrics"]["val_loss"]
+            assert {s: reported[s] for s in (3, 6, 9)} == trial.intermediate_values
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert results["pruner"] == {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}
+    (cell,) = results["studies"]
+    assert [t["state"] for t in cell["trials"]] == [s.lower() for s in states]
+    assert jobs[cell["best_job"]][1]["status"] == "completed"
+
+
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
+def test_a_killed_pruned_search_continues_from_the_database_in_its_folder(tmp_path):
+    """Without hydra.sweeper.storage a pruned search keeps its studies in optuna.db in the
+    sweep folder: the same command with hydra.sweep.dir loads them, keeps the finished
+    trial, resumes the killed one, and prunes the later ones against both."""
+    import signal
+
+    import optuna
+
+    from tests.test_resume import _wait_for_glob, start_cli, wait_for
+
+    search = [
+        "-m",
+        "experiment=smoke",
+        "hparams_search=lr_warmup",
+        "sharing=qkv",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.pruner=median",
+        "hydra.sweeper.pruner_args.n_startup_trials=1",
+        "hydra.sweeper.search={trainer.lr: 'choice(3e-3, 1e-5)', trainer.warmup_steps: 4}",
+        "trainer.max_steps=30",
+        "trainer.eval_every=3",
+        "trainer.checkpoint_every=3",
+        "logger=none",
+    ]
+    proc = start_cli(*search, f"results_dir={tmp_path}")
+    (sweep_dir,) = _wait_for_glob(tmp_path / "smoke", proc)
+    wait_for(sweep_dir / "1" / "checkpoint.pt", proc)  # the second trial
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    out = train_cli(*search, f"hydra.sweep.dir={sweep_dir}", results=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "[1/4]" not in out.stdout and "[4/4]" in out.stdout  # job 0 not launched again
+    jobs = sweep_records(tmp_path)
+    storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
+    study = optuna.load_study(study_name="search", storage=storage)
+    # the rerun's sampler starts again from its seed: trial 2 is proposed 1e-5, as trial 0 was
+    states = [t.state.name for t in study.trials]
+    assert states[:3] == ["COMPLETE", "COMPLETE", "PRUNED"] and len(states) == 4
+    for trial, (_, record) in zip(study.trials, jobs, strict=True):
+        slow = trial.number >= 2 and trial.params["trainer.lr"] == 1e-5  # behind trial 1
+        assert trial.state.name == ("PRUNED" if slow else "COMPLETE")
+        assert record["status"] == trial.state.name.lower().replace("complete", "completed")
+        assert record["metrics"]["steps"] == (3 if slow else 30)
+    assert len(jobs[1][1]["resumes"]) == 1

@@ -2,7 +2,8 @@
 docs/concepts.md).
 
 The run folder always ends up with `run.json` whatever happens: `completed`, `diverged`
-(non-finite loss), `interrupted` (a stop signal; a checkpoint was written), `skipped` (a
+(non-finite loss), `interrupted` (a stop signal; a checkpoint was written), `pruned` (a
+search's pruner stopped the trial at a validation: tiedharness/sweep/pruning.py), `skipped` (a
 sweep cell where the strategy does not apply) or `failed` (with the error and traceback).
 In a sweep the job never raises, so one bad cell cannot stop the others; a single run
 re-raises after recording, so the user sees the error. The config is checked against its
@@ -30,6 +31,7 @@ from tiedharness.interrupt import StopRequest
 from tiedharness.model.labels import strategy_label
 from tiedharness.model.params import count_params
 from tiedharness.model.sharing import SharingNotApplicable
+from tiedharness.sweep.pruning import trial_reporter
 from tiedharness.tasks.data import TaskData, cache_root
 from tiedharness.tracking.record import RunRecord, RunStatus
 from tiedharness.tracking.run_folder import (
@@ -41,6 +43,7 @@ from tiedharness.tracking.run_folder import (
 )
 from tiedharness.tracking.trackers import Trackers
 from tiedharness.training.costs import model_flops_utilisation
+from tiedharness.training.cpu_share import CpuShare
 from tiedharness.training.device import (
     environment,
     job_device,
@@ -48,9 +51,9 @@ from tiedharness.training.device import (
     process_identity,
     reset_peak_memory,
     seed_everything,
-    torch_threads,
 )
 from tiedharness.training.distributed import Dist, init_distributed, shutdown
+from tiedharness.training.loop import Outcome
 from tiedharness.training.session import TrainingSession
 
 log = logging.getLogger(__name__)
@@ -167,7 +170,11 @@ def run_and_record(
     try:
         job = JobConfig.from_config(config)  # the schemas' checks, before any data is built
         trackers = Trackers(ctx.run_dir, job.logger.wandb, ctx.multirun, enabled=dist.main)
-        record.status, record.metrics = train(job, record, trackers, ctx, start, stop, dist)
+        with (share := cpu_share(job, ctx, start, dist)) as threads:
+            record.status, record.metrics = train(
+                job, record, trackers, ctx, start, stop, dist, threads
+            )
+        record.env["cpu_wait_s"] = round(share.waited_s, 3)  # within wall_s: queued, not run
         record.metrics["wall_s"] = time.perf_counter() - started  # this start of the job
         if record.status == RunStatus.interrupted:
             steps = record.metrics.get("steps")
@@ -232,6 +239,20 @@ def begin_record(
     return record
 
 
+def cpu_share(job: JobConfig, ctx: JobContext, start: Start, dist: Dist) -> CpuShare:
+    """This job's claim on the host's CPUs (tiedharness/training/cpu_share.py): a fair
+    share, or trainer.num_threads, or for a resumed run the count it was recorded with
+    (its numbers then go on as if never stopped)."""
+    recorded = (start.previous.env or {}).get("threads") if start.kind is StartKind.resume else None
+    return CpuShare(
+        ctx.run_dir,
+        fixed=job.trainer.num_threads or recorded,
+        parallel_jobs=max(ctx.parallel_jobs, dist.local_world),
+        wait=not dist.active,
+        say=ctx.say if ctx.speaks else log.warning,
+    )
+
+
 def train(
     job: JobConfig,
     record: RunRecord,
@@ -240,14 +261,14 @@ def train(
     start: Start,
     stop: StopRequest,
     dist: Dist,
+    threads: int,
 ) -> tuple[RunStatus, dict]:
     """Set up the process, build, measure costs, train (from the checkpoint of a resumed
-    run), evaluate; fills `record`'s env, data and params and returns the status and
-    metrics."""
+    run) on `threads` CPU threads, evaluate; fills `record`'s env, data and params and
+    returns the status and metrics."""
     cfg = job.trainer
     device = job_device(cfg.device, dist.local_rank if dist.active else None)
     reset_peak_memory(device)
-    threads = torch_threads(cfg.num_threads, max(ctx.parallel_jobs, dist.local_world))
     record.env = environment(device, threads, dist.world)
     seed_everything(cfg.seed, cfg.deterministic)
     ctx.say(f"building the data of task {job.task.name} (or reading it from the cache)…")
@@ -266,7 +287,12 @@ def train(
     if start.kind is StartKind.resume:  # after the profile: the checkpoint's RNG states win
         ctx.say(f"resuming from the checkpoint at step {start.step}")
         session.resume(start.checkpoint)
-    outcome, trained = session.run(lambda: bool(stop), progress=ctx.speaks, say=ctx.say)
+    reporter = trial_reporter() if dist.main else None  # a pruned search's trial
+    outcome, trained = session.run(
+        lambda: bool(stop), progress=ctx.speaks, say=ctx.say, on_validation=reporter
+    )
+    if outcome is Outcome.pruned and reporter is not None:  # rank 0's record says why
+        record.error = reporter.reason()
     metrics.update(trained)
     record.budgets = session.budgets
     utilisation, record.env["peak_flops_source"] = model_flops_utilisation(

@@ -101,7 +101,7 @@ h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid 
 table{border-collapse:collapse;font-size:12px;margin:.5rem 0}td,th{padding:2px 8px;
 border-bottom:1px solid #eee;text-align:right}td:first-child,th:first-child{text-align:left}
 .status-completed{color:#1a7f37}.status-failed{color:#cf222e}.status-diverged{color:#9a6700}
-.status-skipped{color:#6e7781}figure{display:inline-block;margin:0 1rem 1rem 0;
+.status-skipped,.status-pruned{color:#6e7781}figure{display:inline-block;margin:0 1rem 1rem 0;
 vertical-align:top;max-width:480px}figure img{width:100%}figcaption{font-size:12px;color:#555}
 .warn{background:#fff8c5;padding:.5rem 1rem;border-radius:4px}code{font-size:12px}
 tr.unfinished td{color:#8c959f}.note{font-size:12px;color:#555}

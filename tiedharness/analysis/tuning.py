@@ -45,7 +45,8 @@ def _study_row(folder: str, results: dict, study: dict) -> dict:
         "objective": results.get("objective"),
         "best_value": study.get("best_value"),
         "trials": len(trials),
-        "failed": sum(t.get("state") != "complete" for t in trials),
+        "pruned": sum(t.get("state") == "pruned" for t in trials),
+        "failed": sum(t.get("state") not in ("complete", "pruned") for t in trials),
         "search_budget": ", ".join(f"{k}={v}" for k, v in budget.items() if v is not None),
     }
     return {**row, **(study.get("best_params") or {})}
@@ -59,7 +60,8 @@ def tuning_notes(table: pd.DataFrame) -> list[str]:
         lines.append(
             f"Settings tuned per cell by the search in {folder}: {', '.join(tuned)}; "
             f"{int(rows['trials'].sum())} trials over {len(rows)} cells "
-            f"({int(rows['failed'].sum())} failed), on a budget of "
+            f"({int(rows['pruned'].sum())} pruned, {int(rows['failed'].sum())} failed), "
+            f"on a budget of "
             f"{rows['search_budget'].iloc[0] or 'the study’s own'} (tuning.csv)."
         )
     return lines

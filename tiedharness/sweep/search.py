@@ -15,6 +15,8 @@ pair, not each strategy's best rate. This sweeper keeps the two apart:
   keeps each cell's study under `<study_name>-<cell's key=value…>`: a search started
   again with the same command loads its studies, runs none of their finished trials again,
   resumes the trials a killed start left running, and goes on to `n_trials`.
+- `hydra.sweeper.pruner` (`none`; `median`, …: tiedharness/sweep/pruning.py) stops trials
+  whose validation losses trail their study's completed ones; the study keeps them PRUNED.
 
 Each trial is an ordinary job of the sweep folder (numbered on across cells), so the
 report, resume and the closing summary treat it as any other. A trial that did not
@@ -28,7 +30,6 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import math
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,11 +39,12 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Transformer
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobStatus
 from hydra.errors import OverrideParseException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from tiedharness.sweep.pruning import PRUNING_DB, TrialIdentity, make_pruner, pruning_problem, tell
 
 log = logging.getLogger(__name__)
 # Optuna imports alembic, which logs seven INFO lines on import (Hydra shows INFO)
@@ -71,8 +73,12 @@ class Grid:
     swept: dict[str, list[str]]  # key → values: what the cells are made of
 
 
-def parse_grid(lines: list[str]) -> Grid:
-    """`key=value` lines (sweeper params, then the command line; later ones win) → cells."""
+def parse_grid(lines: list[str], study_keys: tuple[str, ...] = ()) -> Grid:
+    """`key=value` lines (sweeper params, then the command line; later ones win) → cells.
+    The cells' keys come in a fixed order whatever the command line's: the study's grid
+    keys (`study_keys`, its `hydra.sweeper.params`) in their order, then the others by
+    name; so cells, job numbers and study names do not depend on how a command orders
+    its overrides (a search started again must find its cells where it left them)."""
     by_key = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(lines)}
     swept: dict[str, list[str]] = {}
     shared, seeds = [], []
@@ -91,6 +97,9 @@ def parse_grid(lines: list[str]) -> Grid:
             shared.append(f"{key}={values[0]}")
         else:
             swept[key] = values
+    rank = {key: i for i, key in enumerate(study_keys)}
+    order = sorted(swept, key=lambda k: (rank.get(k, len(rank)), "" if k in rank else k))
+    swept = {key: swept[key] for key in order}
     cells = [
         [f"{k}={v}" for k, v in zip(swept, combo, strict=True)]
         for combo in itertools.product(*swept.values())
@@ -134,6 +143,19 @@ def search_space(lines: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     return space, fixed
 
 
+def flat_keys(node: Any, prefix: str = "") -> dict[str, str]:
+    """`hydra.sweeper.search` as `key: value` strings: a key added on the command line
+    (`+hydra.sweeper.search.model.dropout=…`) arrives nested, the preset's keys dotted."""
+    node = OmegaConf.to_container(node) if isinstance(node, DictConfig) else node
+    out: dict[str, str] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value)
+    return out
+
+
 def is_search(config: DictConfig) -> bool:
     return str(config.hydra.sweeper.get("_target_", "")).endswith("StudyPerCellSweeper")
 
@@ -166,6 +188,8 @@ class StudyPerCellSweeper(Sweeper):
         params: DictConfig | None = None,
         storage: str | None = None,
         study_name: str = "search",
+        pruner: str | None = "none",
+        pruner_args: DictConfig | None = None,
     ) -> None:
         if direction not in ("minimize", "maximize"):
             raise SearchConfigError(
@@ -178,9 +202,15 @@ class StudyPerCellSweeper(Sweeper):
             )
         self.sampler, self.direction = sampler, direction
         self.n_trials, self.n_jobs = n_trials, max(1, n_jobs)
-        self.search = {str(k): str(v) for k, v in search.items()}
+        self.search = flat_keys(search)
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
         self.storage, self.study_name = storage or None, study_name
+        self.pruner_name = str(pruner or "none")
+        self.pruner_args = OmegaConf.to_container(pruner_args) if pruner_args else {}
+        try:
+            self.pruner = make_pruner(self.pruner_name, self.pruner_args)
+        except ValueError as err:
+            raise SearchConfigError(str(err)) from err
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -195,7 +225,8 @@ class StudyPerCellSweeper(Sweeper):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:  # a bad grid or search stops here, before any job, with what to change
-            grid = parse_grid([f"{k}={v}" for k, v in self.params.items()] + arguments)
+            lines = [f"{k}={v}" for k, v in self.params.items()] + arguments
+            grid = parse_grid(lines, tuple(self.params))
             space, fixed = search_space([f"{k}={v}" for k, v in self.search.items()])
         except (ValueError, OverrideParseException) as err:
             raise SearchConfigError(str(err)) from err
@@ -204,6 +235,7 @@ class StudyPerCellSweeper(Sweeper):
             raise SearchConfigError(
                 f"{', '.join(overlap)} is both set in the grid and searched: keep one"
             )
+        self.check_pruning()
         log.info(f"{len(grid.cells)} cell(s) × {self.n_trials} trials, tuning {', '.join(space)}")
         fixed_search = [f"{k}={v}" for k, v in fixed.items()]
         studies = []
@@ -212,20 +244,40 @@ class StudyPerCellSweeper(Sweeper):
             first_job = number * self.n_trials  # jobs are numbered on across cells
             for batch in self.batches(study, space):
                 overrides = [
-                    (*grid.shared, *cell, *fixed_search, *(f"{k}={v}" for k, v in params.items()))
-                    for _, params in batch
+                    (
+                        *grid.shared,
+                        *cell,
+                        *fixed_search,
+                        *(f"{k}={v}" for k, v in params.items()),
+                        *self.trial_env(study, trial),
+                    )
+                    for trial, params in batch
                 ]
                 returns = self.launcher.launch(overrides, initial_job_idx=first_job + batch[0][0])
                 for (trial, _), job_return in zip(batch, returns, strict=True):
-                    # a job that raised (jobs record their errors, but Hydra could) failed
-                    done = job_return.status == JobStatus.COMPLETED
-                    value = job_return.return_value if done else None
-                    if isinstance(value, int | float) and math.isfinite(value):
-                        study.tell(trial, float(value))
-                    else:  # a run that did not complete: the search goes on without it
-                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    tell(study, trial, job_return)
             studies.append(study_result(cell, study, first_job))
         self.write_results(grid, studies)
+
+    def check_pruning(self) -> None:
+        """With a pruner: refuse an objective it cannot judge, and keep the studies in a
+        database the jobs can reach (`storage`, or optuna.db in the sweep folder)."""
+        if self.pruner is None:
+            return
+        objective = str(self.config.get("objective", "val_loss"))
+        if problem := pruning_problem(self.pruner_name, objective, self.direction):
+            raise SearchConfigError(problem)
+        folder = Path(self.config.hydra.sweep.dir).resolve()
+        self.storage = self.storage or f"sqlite:///{folder / PRUNING_DB}"
+        log.info(f"pruning with {type(self.pruner).__name__}; studies in {self.storage}")
+
+    def trial_env(self, study: Any, trial: int) -> list[str]:
+        """The override that tells a trial's job who it is, for its pruning reports."""
+        if self.pruner is None:
+            return []
+        who = TrialIdentity(self.storage, study.study_name, trial, self.pruner_name)
+        who.pruner_args = self.pruner_args
+        return [who.env_override()]
 
     def open_study(self, cell: list[str]) -> Any:
         """The cell's study: new, in memory without `storage`; in the database, named after
@@ -241,6 +293,7 @@ class StudyPerCellSweeper(Sweeper):
                 study_name=name if self.storage else None,
                 direction=self.direction,
                 sampler=copy.deepcopy(self.sampler),
+                pruner=self.pruner or optuna.pruners.NopPruner(),
                 load_if_exists=True,
             )
         except ValueError as err:  # e.g. the stored study has the other direction
@@ -277,6 +330,7 @@ class StudyPerCellSweeper(Sweeper):
             "objective": str(self.config.get("objective", "")),
             "direction": self.direction,
             "n_trials": self.n_trials,
+            "pruner": {"name": self.pruner_name, **self.pruner_args} if self.pruner else None,
             "search": self.search,
             "search_budget": {k: OmegaConf.select(self.config, k) for k in BUDGET_KEYS},
             "tuned": self.tuned_command(grid, seeds),

@@ -9,7 +9,9 @@ or two workers building at once never leave a half-written entry behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import itertools
 import json
@@ -18,6 +20,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,20 +164,41 @@ def build_task(task_or_config: Task | dict[str, Any], use_cache: bool = True) ->
     start = time.perf_counter()
     task = task_or_config if isinstance(task_or_config, Task) else make_task(task_or_config)
     path = cache_root(task.cfg.cache_dir) / f"{task.name}-{cache_key(task)}"
-    data, damaged = None, False
-    if use_cache and path.is_dir():
-        try:
-            data = _load(task, path)
-        except Exception as err:  # a damaged entry is rebuilt, never trusted
-            warnings.warn(f"rebuilding damaged data cache {path}: {err}", stacklevel=2)
-            damaged = True
-    if data is None:
+    if use_cache:
+        with building(path):  # jobs side by side wait for the one that builds, then read
+            data = _cached(task, path)
+    else:
         data = _build(task)
-        if use_cache:
-            _save(data, path, replace=damaged)
     data.cache_path = path if use_cache else None
     data.build_s = time.perf_counter() - start
     data.stats.update(build_s=round(data.build_s, 4), cache_hit=data.cache_hit, cache_dir=str(path))
+    return data
+
+
+@contextlib.contextmanager
+def building(path: Path) -> Iterator[None]:
+    """An exclusive lock on a cache entry while it is looked up and, if missing, built:
+    jobs of a sweep started side by side build each task's data once, not each."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _cached(task: Task, path: Path) -> TaskData:
+    """The cache entry at `path`, built and saved when missing or damaged."""
+    damaged = False
+    if path.is_dir():
+        try:
+            return _load(task, path)
+        except Exception as err:  # a damaged entry is rebuilt, never trusted
+            warnings.warn(f"rebuilding damaged data cache {path}: {err}", stacklevel=3)
+            damaged = True
+    data = _build(task)
+    _save(data, path, replace=damaged)
     return data
 
 

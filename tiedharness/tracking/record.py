@@ -28,6 +28,7 @@ class RunStatus(Choice):
     diverged = "diverged"  # the training loss became non-finite
     skipped = "skipped"  # a sweep cell where the strategy does not apply (`error` says why)
     interrupted = "interrupted"  # stopped before its budget was spent (a signal, a dead job)
+    pruned = "pruned"  # a search's trial stopped early by its pruner (`error` says at which step)
 
 
 # Who a run is: the W&B config's `run` block and the first columns of every table.

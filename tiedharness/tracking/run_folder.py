@@ -29,7 +29,7 @@ from tiedharness.tracking.record import RunRecord, RunStatus
 
 LOCK_FILE = ".lock"
 HISTORY_FILE = "history.jsonl"
-FINISHED = (RunStatus.completed, RunStatus.diverged, RunStatus.skipped)
+FINISHED = (RunStatus.completed, RunStatus.diverged, RunStatus.skipped, RunStatus.pruned)
 # Files of an attempt that a new attempt from the start replaces (W&B keeps its own runs).
 ATTEMPT_FILES = (HISTORY_FILE, "checkpoint.pt", "decoded-valid.jsonl", "decoded-test.jsonl")
 

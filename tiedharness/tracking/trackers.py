@@ -174,7 +174,8 @@ class WandbTracker:
         self._log_samples()
         if self.options.log_checkpoint and record.status == RunStatus.completed:
             self._log_checkpoint(record)
-        succeeded = record.status in (RunStatus.completed, RunStatus.diverged)
+        # a pruned trial ended as its search asked: not a crash in W&B's view
+        succeeded = record.status in (RunStatus.completed, RunStatus.diverged, RunStatus.pruned)
         self.run.finish(exit_code=0 if succeeded else 1)
         self.run = None
 

@@ -90,14 +90,17 @@ class TrainerConfig:
     # folder holds one resumes from it. null disables that trigger.
     checkpoint_every: int | None = None
     checkpoint_every_s: float | None = 600.0  # seconds of training between checkpoints
-    num_threads: int | None = None  # torch threads; null: the cores divided among parallel jobs
+    # torch threads; null: a fair share of the host's CPUs among the tiedharness jobs on it
+    num_threads: int | None = None
     deterministic: bool = True  # torch deterministic algorithms (warn where none exists)
     profile: bool = True  # FLOP and time shares of the output layer, on the first batch
+    profile_reps: int = 12  # alternating timings of the profile; the spread is their IQR
 
     def __post_init__(self) -> None:
         coerce_choices(self, "trainer")
         require_positive(self, "trainer", "lr", "max_steps", "max_train_tokens", "max_time_s")
         require_positive(self, "trainer", "eval_every", "eval_examples", "log_every", "num_threads")
+        require_positive(self, "trainer", "profile_reps")
         require_positive(self, "trainer", "converge_window", "converge_tolerance")
         require_positive(self, "trainer", "checkpoint_every", "checkpoint_every_s", "accum_steps")
         require_non_negative(self, "trainer", "converge_tolerance_abs")

@@ -142,7 +142,11 @@ def output_layer_costs(trainer: Trainer, vocab: Vocab, cache_dir: Path | None) -
     if not cfg.profile or cfg.fsdp:
         return out
     batch = trainer.first_batch()
-    out.update(cached_profile(trainer.model, batch, cfg.label_smoothing, cfg.precision, cache_dir))
+    out.update(
+        cached_profile(
+            trainer.model, batch, cfg.label_smoothing, cfg.precision, cache_dir, cfg.profile_reps
+        )
+    )
     trainer.optimizer.zero_grad(set_to_none=True)
     # a step's FLOPs over the target tokens it trains (padding's work charged to them)
     out["train_flops_per_token"] = out["step_flops"] / batch.target_tokens
@@ -152,9 +156,9 @@ def output_layer_costs(trainer: Trainer, vocab: Vocab, cache_dir: Path | None) -
 # ---------------------------------------------------------------------------- reuse
 
 
-def profile_key(model: Transformer, batch: Batch, precision: str) -> str:
+def profile_key(model: Transformer, batch: Batch, precision: str, reps: int) -> str:
     """What the profile depends on: the architecture with its ties, the vocabulary, the
-    batch's shape, precision, device, threads and torch."""
+    batch's shape, precision, device, threads, torch and how many timings it takes."""
     unique = dict(model.named_parameters())
     ties = sorted(n for n, _ in model.named_parameters(remove_duplicate=False) if n not in unique)
     vocab = [model.output.out_features]
@@ -171,6 +175,7 @@ def profile_key(model: Transformer, batch: Batch, precision: str) -> str:
             "device": str(batch.tgt_in.device),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            "reps": reps,
         },
         sort_keys=True,
         default=str,
@@ -198,20 +203,26 @@ def rng_untouched(device: torch.device) -> Iterator[None]:
 
 
 def cached_profile(
-    model: Transformer, batch: Batch, smoothing: float, precision: str, cache_dir: Path | None
+    model: Transformer,
+    batch: Batch,
+    smoothing: float,
+    precision: str,
+    cache_dir: Path | None,
+    reps: int = TIME_REPS,
 ) -> dict[str, float]:
     """`profile_step`, measured once per profile_key and read back by every later job
     with the same key (other seeds, other runs of a sweep). `profile_cached` says which.
     Measured or read back, it leaves the random streams as they were (`rng_untouched`), so
     a run trains the same whether the cache was cold or warm."""
-    path = None if cache_dir is None else cache_dir / f"{profile_key(model, batch, precision)}.json"
+    key = profile_key(model, batch, precision, reps)
+    path = None if cache_dir is None else cache_dir / f"{key}.json"
     if path is not None and path.is_file():
         try:
             return {**json.loads(path.read_text()), "profile_cached": True}
         except ValueError:
             pass  # a damaged entry is measured again
     with rng_untouched(batch.tgt_in.device):
-        profile = profile_step(model, batch, smoothing, precision)
+        profile = profile_step(model, batch, smoothing, precision, reps)
     if path is not None:
         write_json_atomic(path, profile)
     return {**profile, "profile_cached": False}

@@ -48,18 +48,6 @@ def available_cpus() -> int:
     return min(cpus, int(slurm)) if slurm.isdigit() and int(slurm) > 0 else cpus
 
 
-def torch_threads(configured: int | None, parallel_jobs: int) -> int:
-    """Divide this process's CPUs among the jobs running side by side, never above a
-    user's OMP_NUM_THREADS; `trainer.num_threads` overrides both."""
-    threads = max(1, available_cpus() // max(parallel_jobs, 1))
-    omp = os.environ.get("OMP_NUM_THREADS", "")
-    if omp.isdigit() and int(omp) > 0:
-        threads = min(threads, int(omp))
-    threads = configured or threads
-    torch.set_num_threads(threads)
-    return threads
-
-
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     torch.manual_seed(seed)

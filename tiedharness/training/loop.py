@@ -57,6 +57,7 @@ class Outcome(Choice):
     completed = auto()  # the budget is spent
     diverged = auto()  # a training loss was not finite
     interrupted = auto()  # `stop()` asked for it; a checkpoint was written
+    pruned = auto()  # the session's `on_validation` hook asked to stop (a search's pruner)
 
 
 @dataclass

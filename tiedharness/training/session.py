@@ -11,7 +11,10 @@ wires them in as named parts:
   checkpoint's RNG states win;
 - the evaluation at the end of each budget branch (branches.py), and `budgets`: the
   run's metrics at each budget, the whole budget last;
-- the final evaluation, its decoded examples, and the final checkpoint.
+- the final evaluation, its decoded examples, and the final checkpoint;
+- `on_validation(step, val_loss) -> bool` (optional, `OnValidation`): shown every
+  validation loss on rank 0; True stops the run there, `pruned` (a search's pruner:
+  tiedharness/sweep/pruning.py, handed in by the job; training imports none of it).
 
 The job (tiedharness/job.py) builds the model and data before and records what it returns.
 """
@@ -57,6 +60,14 @@ class History(Protocol):
     def rows(self) -> int: ...
 
     def log(self, row: Row) -> None: ...
+
+
+# Shown each validation loss as (step, val_loss); returns True to stop the run there.
+OnValidation = Callable[[int, float], bool]
+
+
+class _StopAfterValidation(Exception):
+    """Raised out of the loop's evaluation when `on_validation` asked to stop."""
 
 
 class ValidationCurve:
@@ -159,17 +170,25 @@ class TrainingSession:
         stop: Callable[[], bool],
         progress: bool = False,
         say: Callable[[str], None] = lambda message: None,
+        on_validation: OnValidation | None = None,
     ) -> tuple[Outcome, dict]:
         """Train until the budget is spent (then evaluate, decode and checkpoint the end),
-        the loss diverges or `stop()` asks; returns how it ended and what was measured."""
+        the loss diverges, `stop()` asks (`interrupted`) or `on_validation` does after a
+        validation (`pruned`: no final evaluation, no checkpoint); returns how it ended
+        and what was measured."""
         trainer = self.trainer
-        result = trainer.fit(
-            self.curve.evaluate,
-            progress=progress,
-            checkpoint=self.checkpointer.save,
-            stop=stop,
-            evaluate_budget=self.curve.budget,
-        )
+        watched = on_validation is not None or self.dist.active  # every rank asks rank 0
+        evaluate = self._watched(on_validation) if watched else self.curve.evaluate
+        try:
+            result = trainer.fit(
+                evaluate,
+                progress=progress,
+                checkpoint=self.checkpointer.save,
+                stop=stop,
+                evaluate_budget=self.curve.budget,
+            )
+        except _StopAfterValidation:
+            return Outcome.pruned, dict(trainer.summary())
         metrics = dict(result.metrics)
         if result.outcome is Outcome.completed:
             say("final evaluation: validation and test loss, decoding…")
@@ -184,6 +203,23 @@ class TrainingSession:
             if self.dist.main:
                 write_decoded(self.run_dir, self.evaluator.decoded)
         return result.outcome, metrics
+
+    def _watched(self, on_validation: OnValidation | None) -> Callable[[], Row]:
+        """The curve's evaluation, shown to rank 0's `on_validation` (the other ranks have
+        none and follow its answer); a stop logs the validation row, as the loop would,
+        and leaves the loop."""
+
+        def evaluate() -> Row:
+            row = self.curve.evaluate()
+            ask = self.dist.main and on_validation is not None
+            wants = ask and bool(on_validation(self.trainer.step, row["val_loss"]))
+            (stop,) = self.dist.agree(wants)
+            if stop:
+                self.trainer.log(self.trainer.progress_row(**row))
+                raise _StopAfterValidation
+            return row
+
+        return evaluate
 
 
 def write_decoded(run_dir: Path, decoded: dict[str, list[dict]]) -> None:
