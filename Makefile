@@ -48,7 +48,7 @@ demo: install sword-deps
 slurm:
 	@scripts/start_slurm.sh
 
-# The default test run (about 9 minutes on 2 cores); slow and GPU tests excluded.
+# The default test run (about 10 minutes on 2 cores); slow and GPU tests excluded.
 test: install system-deps slurm
 	$(PYTHON) -m pytest
 
