@@ -14,6 +14,7 @@ import yaml
 
 from tests.conftest import sweep_records, train_cli
 from tests.test_report import report_cli
+from tiedharness.analysis.tuning import study_row
 from tiedharness.sweep.pruning import make_pruner
 from tiedharness.sweep.search import parse_grid, search_space
 
@@ -468,6 +469,8 @@ def test_a_pruned_search_stops_the_trials_that_trail_at_a_validation(tmp_path):
     (cell,) = results["studies"]
     assert [t["state"] for t in cell["trials"]] == [s.lower() for s in states]
     assert jobs[cell["best_job"]][1]["status"] == "completed"
+    row = study_row(str(sweep_dir), results, cell)  # the report's tuning.csv row
+    assert (row["trials"], row["pruned"], row["failed"]) == (5, states.count("PRUNED"), 0)
 
 
 @pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes

@@ -294,3 +294,37 @@ def test_lm_windows_count_each_character_of_the_text_once(tmp_path, block_size):
         predicted = [int(w[1]) for w in data.splits["valid"].tgt.to_lists()]
         assert [int(c) for c, t in zip(chars, predicted, strict=True) if t == EOS_ID] == [1] * 5
         assert int(chars[0]) == len("beta  ")  # a token and the whitespace after it
+
+
+def _build_in_another_process(cfg: dict, queue) -> None:
+    data = build_task(cfg)
+    queue.put(bool(data.cache_hit))
+
+
+def test_jobs_side_by_side_build_a_cache_entry_once(tmp_path):
+    """Two processes asking for the same missing entry at once: one builds it, the other
+    waits for it and reads it (both are held at the entry's lock until both have asked)."""
+    import fcntl
+    import multiprocessing
+    import time
+
+    from tiedharness.tasks.data import cache_key, cache_root
+
+    cfg = synth(cache_dir=str(tmp_path))
+    task = make_task(cfg)
+    entry = cache_root(str(tmp_path)) / f"{task.name}-{cache_key(task)}"
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    with open(entry.with_name(entry.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        workers = [context.Process(target=_build_in_another_process, args=(cfg, queue))]
+        workers.append(context.Process(target=_build_in_another_process, args=(cfg, queue)))
+        for worker in workers:
+            worker.start()
+        time.sleep(1.0)  # both now wait at the lock, the entry still missing
+        assert not entry.exists()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    hits = sorted(queue.get(timeout=60) for _ in workers)
+    for worker in workers:
+        worker.join(60)
+    assert hits == [False, True]  # one build, one read

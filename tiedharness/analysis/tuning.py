@@ -32,11 +32,11 @@ def tuning_table(runs: Runs) -> pd.DataFrame:
         except (OSError, ValueError) as err:
             runs.warnings.append(f"tuned_from={folder}: {RESULTS_FILE} unreadable ({err})")
             continue
-        rows += [_study_row(folder, results, study) for study in results.get("studies", [])]
+        rows += [study_row(folder, results, study) for study in results.get("studies", [])]
     return pd.DataFrame(rows)
 
 
-def _study_row(folder: str, results: dict, study: dict) -> dict:
+def study_row(folder: str, results: dict, study: dict) -> dict:
     trials = study.get("trials") or []
     budget = results.get("search_budget") or {}
     row = {

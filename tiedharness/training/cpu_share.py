@@ -188,16 +188,15 @@ class CpuShare:
         return self.claim.threads
 
     def grant(self, cpus: int, others: list[Claim]) -> int | None:
-        """The threads this job may start with now (None: not yet). Its wish is a fixed
-        count, or a fair share: this process's CPUs divided among all claims (and at
-        least among the jobs its launcher runs side by side), no more than OMP_NUM_THREADS."""
-        if self.fixed is not None:
-            self.claim.threads = self.fixed
-            enough = free_cpus(cpus, others, self.claim) >= min(self.fixed, cpus)
-            return self.fixed if enough else None
+        """The threads this job may start with now (None: not yet); its claim holds its
+        wish meanwhile. The wish is the fixed count, or a fair share: this process's CPUs
+        divided among all claims (at least among the jobs its launcher runs side by side),
+        no more than OMP_NUM_THREADS; a share shrinks to the free CPUs, a fixed count waits."""
         share = max(1, cpus // max(len(others) + 1, self.parallel_jobs))
-        self.claim.threads = min(share, omp_limit() or share)
+        self.claim.threads = self.fixed or min(share, omp_limit() or share)
         free = free_cpus(cpus, others, self.claim)
+        if self.fixed is not None:
+            return self.fixed if free >= min(self.fixed, cpus) else None
         return min(self.claim.threads, free) if free >= 1 else None
 
     def __exit__(self, *exc: object) -> None:
