@@ -135,6 +135,7 @@ def test_accumulation_trains_k_times_the_tokens_per_update(tmp_path):
     assert [r["lr"] for r in runs[1]] == [r["lr"] for r in runs[4]]
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_torchrun_runs_one_job_on_two_processes(tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -175,6 +176,7 @@ def test_torchrun_runs_one_job_on_two_processes(tmp_path):
     assert out.stdout.count("run recorded in") == 1  # rank 0 speaks for the run
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 @pytest.mark.skipif(not shutil.which("sinfo"), reason="no SLURM here (scripts/start_slurm.sh)")
 def test_one_hydra_job_on_two_slurm_tasks_is_one_ddp_run(tmp_path):
     state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout

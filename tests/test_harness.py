@@ -165,6 +165,7 @@ def test_joblib_workers_divide_the_cores(tmp_path):
     assert 2 * threads[0] <= max(__import__("os").cpu_count() or 1, 2)
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_inapplicable_cells_are_skipped_but_a_single_run_fails(tmp_path):
     out = train_cli(
         "-m",

@@ -159,6 +159,7 @@ def test_report_of_a_missing_folder_is_a_clear_error(tmp_path):
     assert empty.returncode == 2 and "no runs found" in empty.stderr
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_notebook_executes_top_to_bottom(smoke_sweep, tmp_path):
     import nbformat
     from nbclient import NotebookClient

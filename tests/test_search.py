@@ -109,6 +109,7 @@ def test_an_unknown_direction_is_refused():
     assert stop.value.code == 2
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_each_strategy_gets_a_study_of_its_own(tmp_path):
     # the acceptance command, on two of the smoke study's five strategies
     out = train_cli(
