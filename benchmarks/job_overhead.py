@@ -8,12 +8,17 @@ batches for the same steps and does nothing else. The two alternate, after one w
 job, and the medians are compared. Timings are only comparable within one run of this
 script: the machine is shared.
 
+It also times the evaluation the cell asks for inside the job (validation losses,
+decoding, test scores), so that what the job adds is split into that evaluation and the
+rest (start-up, data, profile, records, W&B).
+
     python benchmarks/job_overhead.py [--reps 3] [--steps 32]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -28,6 +33,7 @@ from tiedharness.config import JobConfig
 from tiedharness.job import JobContext, execute_job
 from tiedharness.tasks.batching import collate
 from tiedharness.training.device import available_cpus, seed_everything
+from tiedharness.training.evaluation import Evaluator
 from tiedharness.training.loop import Trainer
 
 
@@ -46,11 +52,39 @@ def quick_cell(steps: int):
         )
 
 
-def whole_job(config, folder: Path) -> float:
-    started = time.perf_counter()
-    record = execute_job(config, JobContext(folder, "quick", "benchmark"))
+@contextlib.contextmanager
+def evaluation_clock():
+    """Seconds the job spends in its evaluations (Evaluator.validation and .final)."""
+    spent = [0.0]
+    originals = {name: getattr(Evaluator, name) for name in ("validation", "final")}
+
+    def timed(method):
+        def run(self, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - started
+
+        return run
+
+    for name, method in originals.items():
+        setattr(Evaluator, name, timed(method))
+    try:
+        yield spent
+    finally:
+        for name, method in originals.items():
+            setattr(Evaluator, name, method)
+
+
+def whole_job(config, folder: Path) -> tuple[float, float]:
+    """The job's wall time and the part of it spent evaluating."""
+    with evaluation_clock() as evaluating:
+        started = time.perf_counter()
+        record = execute_job(config, JobContext(folder, "quick", "benchmark"))
+        elapsed = time.perf_counter() - started
     assert record.status == "completed", record.error
-    return time.perf_counter() - started
+    return elapsed, evaluating[0]
 
 
 def bare_loop(config, steps: int) -> float:
@@ -75,15 +109,21 @@ def main() -> None:
     torch.set_num_threads(available_cpus())  # what a job alone on the host claims
     with tempfile.TemporaryDirectory() as tmp:
         whole_job(config, Path(tmp) / "warm-up")  # builds the data cache and the cost profile
-        jobs, bares = [], []
+        jobs, evaluations, bares = [], [], []
         for rep in range(args.reps):
-            jobs.append(whole_job(config, Path(tmp) / f"job-{rep}"))
+            job_s, evaluation_s = whole_job(config, Path(tmp) / f"job-{rep}")
+            jobs.append(job_s)
+            evaluations.append(evaluation_s)
             bares.append(bare_loop(config, args.steps))
     job_s, bare_s = statistics.median(jobs), statistics.median(bares)
+    evaluation_s = statistics.median(evaluations)
     print(f"quick cell, {args.steps} steps, {torch.get_num_threads()} threads, {args.reps} reps")
     print(f"whole job   median {job_s:6.2f} s   ({', '.join(f'{t:.2f}' for t in jobs)})")
+    print(f"  of which evaluation (validation, decoding, test) median {evaluation_s:6.2f} s")
     print(f"bare loop   median {bare_s:6.2f} s   ({', '.join(f'{t:.2f}' for t in bares)})")
     print(f"ratio whole job / bare loop: {job_s / bare_s:.2f}")
+    rest = statistics.median(j - e for j, e in zip(jobs, evaluations, strict=True))
+    print(f"ratio whole job without its evaluation / bare loop: {rest / bare_s:.2f}")
 
 
 if __name__ == "__main__":

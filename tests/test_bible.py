@@ -120,6 +120,32 @@ def test_held_out_splits_are_whole_chapters(modules):
     assert loaded["train"] == [(s, t) for _, s, t in splits["train"]]
 
 
+def test_a_training_fraction_keeps_whole_chapters_across_the_books(modules):
+    """task.train_fraction: a data-limited regime with the same validation and test."""
+    pairs, _ = align(modules["kjv"], modules["sparv"])
+
+    def splits(train: float) -> dict:
+        return split_by_chapter(
+            pairs, lambda p: p[0], lambda p: p[1:], valid=0.03, test=0.03, seed=0, train=train
+        )
+
+    full, tenth, twentieth = splits(1.0), splits(0.1), splits(0.05)
+    assert tenth["valid"] == full["valid"] and tenth["test"] == full["test"]
+    chapters = {p[0][:2] for p in full["train"]}
+    kept = {p[0][:2] for p in tenth["train"]}
+    assert 0.08 < len(kept) / len(chapters) < 0.12
+    # whole chapters, in canonical order, from most books
+    assert tenth["train"] == [p for p in full["train"] if p[0][:2] in kept]
+    assert len({book for book, _ in kept}) > 40
+    # a smaller share keeps a subset of a larger one's chapters
+    assert {p[0][:2] for p in twentieth["train"]} < kept
+    # the task's option reaches the loader
+    tenth_lm = make_task({"name": "bible_lm", "train_fraction": 0.1}).load()["train"]
+    assert 0.08 < len(tenth_lm) / len(make_task({"name": "bible_lm"}).load()["train"]) < 0.12
+    with pytest.raises(ValueError, match=r"task\.train_fraction=0\.0: must be above 0"):
+        make_task({"name": "bible_lm", "train_fraction": 0.0})
+
+
 def test_script_shift_is_a_bijection_onto_a_disjoint_script():
     text = JOHN_3_16["sparv"] + " ¿Qué? ¡Sí! 1909 «x» —"
     shifted = shift_script(text)

@@ -159,6 +159,30 @@ def test_budgets_csv_holds_the_paired_t_at_every_budget(reports, name):
         assert row["step"] == STEPS[fraction]
 
 
+@pytest.mark.parametrize("name", ["stable", "shrinking"])
+def test_summary_csv_states_each_comparison_at_every_budget(reports, name):
+    """The budgets of budgets.csv, one row per comparison: tokens and Δ (mean, interval,
+    paired-t p) at each budget fraction, from scipy here."""
+    summary = pd.read_csv(reports[name] / "summary.csv").set_index("sharing")
+    for fraction in FRACTIONS:
+        tied = [losses("embed_output", s, SWEEPS[name][0])[fraction] for s in range(3)]
+        none = [losses("none", s, SWEEPS[name][0])[fraction] for s in range(3)]
+        at = f"at_{fraction:g}"
+        row = summary.loc["embed_output"]
+        assert row[f"tokens_{at}"] == 256 * STEPS[fraction]
+        assert row[f"delta_val_loss_mean_{at}"] == pytest.approx(
+            (sum(tied) - sum(none)) / 3, abs=1e-12
+        )
+        assert row[f"delta_val_loss_p_{at}"] == pytest.approx(
+            stats.ttest_rel(tied, none).pvalue, rel=1e-9
+        )
+        assert math.isnan(summary.loc["none", f"delta_val_loss_mean_{at}"])
+    # the whole budget's Δ is the summary's own
+    assert summary.loc["embed_output", "delta_val_loss_mean_at_1"] == pytest.approx(
+        summary.loc["embed_output", "delta_val_loss_mean"], abs=1e-12
+    )
+
+
 def test_the_delta_vs_budget_figure_is_drawn_and_in_the_report(reports):
     figures = reports["stable"] / "figures"
     assert (figures / "delta_vs_budget.png").stat().st_size > 1000

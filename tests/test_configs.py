@@ -216,65 +216,131 @@ def test_every_study_cell_composes(experiment):
 
 # The literature cells, each defined once (conf/cell/), and what each study's scale
 # (conf/scale/) makes of them, written out here from the studies' numbers:
-# (d_model, d_ff, vocab_size, max_train_tokens, eval_every, lr).
-LITERATURE_CELLS = {
-    "lm_narrow_none": "lm_narrow",
-    "lm_narrow_embed_output": "lm_narrow",
-    "lm_wide_none": "lm_wide",
-    "lm_wide_embed_output": "lm_wide",
-    "synth_overlap_0_none": "synth",
-    "synth_overlap_0_encdec_vocab": "synth",
-    "synth_overlap_1_none": "synth",
-    "synth_overlap_1_encdec_vocab": "synth",
-    "mt_none": "mt",
-    "mt_three_way": "mt",
-}
-AT_SCALE = {
-    "cpu": {
-        "lm_narrow": (64, 256, 1000, 1_000_000, 10, 3.0e-3),
-        "lm_wide": (128, 512, 1000, 1_000_000, 10, 3.0e-3),
-        "synth": (64, 256, 1000, 2_500_000, 30, 5.0e-3),
-        "mt": (64, 256, 2000, 2_500_000, 30, 3.0e-3),
-    },
-    "gpu": {
-        "lm_narrow": (256, 1024, 8000, 20_000_000, 200, 1.0e-3),
-        "lm_wide": (512, 2048, 8000, 20_000_000, 200, 1.0e-3),
-        "synth": (512, 2048, 1000, 20_000_000, 200, 1.0e-3),
-        "mt": (512, 2048, 8000, 40_000_000, 400, 1.0e-3),
-    },
+# (task, strategy, d_model, d_ff, vocab_size, train share or pairs, max_train_tokens, init).
+LITERATURE_CELLS = [
+    *(
+        f"lm_{width}_{vocab}vocab_{strategy}"
+        for width in ("narrow", "wide")
+        for vocab in ("small", "large")
+        for strategy in ("none", "embed_output")
+    ),
+    "lm_narrow_smallvocab_t5_none",
+    "lm_narrow_smallvocab_t5_embed_output",
+    "lm_wide_smallvocab_fewdata_none",
+    "lm_wide_smallvocab_fewdata_embed_output",
+    *(
+        f"synth_overlap_{overlap}_{strategy}"
+        for overlap in ("0", "50", "100")
+        for strategy in ("none", "encdec_vocab", "three_way")
+        + (("qkv", "qk", "qk_mask_self") if overlap == "50" else ())
+    ),
+    "mt_none",
+    "mt_three_way",
+]
+AT_SCALE = {  # a few cells, every kind: (scale, cell) → what the job is built with
+    ("cpu", "lm_narrow_smallvocab_none"): ("bible_lm", "none", 64, 256, 1000, 0.5, 1_200_000),
+    ("cpu", "lm_wide_largevocab_embed_output"): (
+        "bible_lm",
+        "embed_output",
+        128,
+        512,
+        8000,
+        0.5,
+        830_000,
+    ),
+    ("cpu", "lm_narrow_smallvocab_t5_embed_output"): (
+        "bible_lm",
+        "embed_output",
+        64,
+        256,
+        1000,
+        0.5,
+        1_200_000,
+    ),
+    ("cpu", "lm_wide_smallvocab_fewdata_none"): (
+        "bible_lm",
+        "none",
+        128,
+        512,
+        1000,
+        0.05,
+        1_350_000,
+    ),
+    ("cpu", "synth_overlap_50_qk_mask_self"): (
+        "synth_translation",
+        "qk",
+        64,
+        256,
+        1000,
+        4000,
+        750_000,
+    ),
+    ("cpu", "mt_three_way"): ("bible_mt", "three_way", 64, 256, 2000, 1.0, 1_500_000),
+    ("gpu", "lm_narrow_largevocab_none"): (
+        "bible_lm",
+        "none",
+        256,
+        1024,
+        16000,
+        1.0,
+        20_000_000,
+    ),
+    ("gpu", "lm_wide_smallvocab_fewdata_embed_output"): (
+        "bible_lm",
+        "embed_output",
+        512,
+        2048,
+        8000,
+        0.05,
+        4_000_000,
+    ),
+    ("gpu", "synth_overlap_100_three_way"): (
+        "synth_translation",
+        "three_way",
+        512,
+        2048,
+        1000,
+        20000,
+        20_000_000,
+    ),
+    ("gpu", "mt_none"): ("bible_mt", "none", 512, 2048, 16000, 1.0, 40_000_000),
 }
 
 
 def test_each_literature_cell_is_one_option_that_both_studies_sweep():
     assert options("cell") == sorted(LITERATURE_CELLS)
-    assert options("scale") == sorted(AT_SCALE)
-    for scale in AT_SCALE:
+    assert options("scale") == ["cpu", "gpu"]
+    for scale in ("cpu", "gpu"):
         cfg = compose_app("train", f"experiment=literature_{scale}", hydra=True)
-        assert cfg.hydra.sweeper.params.cell.split(",") == list(LITERATURE_CELLS)
+        assert cfg.hydra.sweeper.params.cell.split(",") == LITERATURE_CELLS
 
 
-@pytest.mark.parametrize("cell", list(LITERATURE_CELLS))
-@pytest.mark.parametrize("scale", list(AT_SCALE))
+@pytest.mark.parametrize(("scale", "cell"), list(AT_SCALE))
 def test_a_literature_cell_takes_its_sizes_and_budget_from_its_studys_scale(scale, cell):
     overrides = (f"experiment=literature_{scale}", f"cell={cell}")
     assert compose_app("train", *overrides, hydra=True).hydra.runtime.choices.scale == scale
     job = JobConfig.from_config(compose_app("train", *overrides))
+    data = job.task.train_examples if job.task.name == "synth_translation" else None
     built = (
+        job.task.name,
+        job.sharing.name,
         job.model.d_model,
         job.model.d_ff,
         job.task.vocab_size,
+        data or job.task.train_fraction,
         job.trainer.max_train_tokens,
-        job.trainer.eval_every,
-        job.trainer.lr,
     )
-    assert built == AT_SCALE[scale][LITERATURE_CELLS[cell]]
+    assert built == AT_SCALE[scale, cell]
+    assert job.model.init.value == ("t5" if "_t5_" in cell else "fairseq")
+    assert job.sharing.qk_mask_self == cell.endswith("mask_self")
+    assert job.trainer.schedule.value == "wsd" and len(job.trainer.branch_at) >= 2
 
 
 def test_the_scale_is_chosen_apart_from_the_cell():
     at_gpu = JobConfig.from_config(
         compose_app("train", "experiment=literature_cpu", "cell=mt_three_way", "scale=gpu")
     )
-    assert (at_gpu.task.vocab_size, at_gpu.trainer.max_train_tokens) == (8000, 40_000_000)
+    assert (at_gpu.task.vocab_size, at_gpu.trainer.max_train_tokens) == (16000, 40_000_000)
     assert at_gpu.model.d_model == 64  # the model is the study's, not the scale's
 
 

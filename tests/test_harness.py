@@ -274,6 +274,17 @@ def test_budget_in_tokens_stops_training(tmp_path):
     assert 1500 <= record["metrics"]["tokens"] < 1500 + 1024
 
 
+def test_no_decoding_when_decode_examples_is_0(tmp_path):
+    """A search that judges its trials by validation loss needs no BLEU: decode_examples=0
+    (and test_examples=0) skip decoding; the loss is still there."""
+    config = smoke_config(tmp_path, max_steps=4, decode_examples=0, test_examples=0)
+    record = smoke_job(tmp_path, "run", config)
+    assert record["status"] == "completed", record["error"]
+    scores = ("exact_match", "bleu", "chrf", "infer_tokens_per_s", "decoded_examples")
+    assert "val_loss" in record["metrics"] and not set(scores) & set(record["metrics"])
+    assert not (tmp_path / "run" / "decoded-valid.jsonl").exists()
+
+
 def test_cosine_schedule_needs_max_steps():
     with pytest.raises(ValueError, match=r"needs trainer\.max_steps"):
         TrainerConfig(schedule="cosine", max_steps=None, max_time_s=10)

@@ -17,7 +17,7 @@ import pytest
 import wandb_offline
 
 from tiedharness.analysis import plots
-from tiedharness.analysis.aggregate import load_runs, record_to_row, summarize
+from tiedharness.analysis.aggregate import load_runs, record_to_row, step_ms, summarize
 from tiedharness.analysis.stats import ci95
 from tiedharness.analysis.wandb_source import record_from_wandb
 from tiedharness.tracking.record import RunRecord
@@ -250,6 +250,61 @@ def test_summary_statistics_over_seeds(tmp_path):
     assert s.loc[("qkv", 0.0), "delta_val_loss_mean"] == -2.0  # against none of its own cell
     assert s.loc[("qkv", 0.0), "delta_params_total_mean"] == -20
     assert s.loc[("none", 0.5), "delta_val_loss_mean"] == 0.0
+
+
+def test_arms_tuned_apart_still_pair_by_cell(tmp_path):
+    """tuned_from gives each arm its own rate: none and qkv at overlap 0.5 trained at
+    different rates (and overlap 0 at others) are still one cell each, compared with each
+    other, and each row states its rate. Without tuned_keys the rate would be an axis."""
+    rates = {("none", 0.5): 4e-3, ("qkv", 0.5): 8e-3, ("none", 0.0): 2e-3, ("qkv", 0.0): 1e-3}
+    losses = {("none", 0.5): 3.0, ("qkv", 0.5): 2.5, ("none", 0.0): 4.0, ("qkv", 0.0): 4.5}
+    for i, ((sharing, overlap), lr) in enumerate(rates.items()):
+        for seed in range(3):
+            record = _record(
+                "synth", sharing, seed, losses[sharing, overlap] + seed, overlap=overlap
+            )
+            record["config"].update(tuned_from="search", tuned_keys=["trainer.lr"])
+            record["config"]["trainer"]["lr"] = lr
+            (tmp_path / f"{i}-{seed}").mkdir()
+            (tmp_path / f"{i}-{seed}" / "run.json").write_text(json.dumps(record))
+    runs = load_runs(tmp_path)
+    assert runs.swept == ["task.overlap"]
+    summary = summarize(runs).set_index(["sharing", "task.overlap"])
+    assert summary.loc[("qkv", 0.5), "delta_val_loss_mean"] == pytest.approx(-0.5)
+    assert summary.loc[("qkv", 0.0), "delta_val_loss_mean"] == pytest.approx(0.5)
+    assert summary.loc[("qkv", 0.5), "delta_val_loss_n"] == 3
+    assert summary.loc[("qkv", 0.5), "lr"] == 8e-3 and summary.loc[("none", 0.0), "lr"] == 2e-3
+
+
+def test_the_vocab_overlap_figure_sets_the_gain_beside_the_softmax_cost():
+    """(b)'s trade-off on one figure: Δ bits per character vs overlap for the shared
+    vocabularies, and each vocabulary's softmax share of a step, none included."""
+    rows = []
+    for overlap, share in ((0.1, 0.30), (0.5, 0.28), (0.9, 0.25)):
+        for sharing, gain in (("none", 0.0), ("encdec_vocab", -0.01), ("three_way", -0.02)):
+            rows.append(
+                {
+                    "task": "synth_translation",
+                    "sharing": sharing,
+                    "overlap_mean": overlap,
+                    "delta_val_bpc_mean": gain * overlap if sharing != "none" else 0.0,
+                    "delta_val_bpc_ci95": 0.001,
+                    "output_step_flops_share_mean": share,
+                    "output_step_flops_share_ci95": 0.0,
+                }
+            )
+    fig = plots.vocab_overlap(None, pd.DataFrame(rows))
+    gain, cost = fig.axes[:2]
+    assert "FLOPs" in cost.get_ylabel() and "Δ validation bits/char" in gain.get_ylabel()
+    assert len(gain.lines) >= 2  # encdec_vocab and three_way (none is the zero line)
+    drawn = {tuple(line.get_ydata()) for line in cost.lines if len(line.get_ydata()) == 3}
+    assert (0.30, 0.28, 0.25) in drawn
+
+
+def test_a_steps_time_is_its_tokens_at_the_training_throughput():
+    # 2000 tokens at 1000 tokens/s inside the steps: 2 s over 4 steps
+    assert step_ms({"tokens": 2000, "train_tokens_per_s": 1000.0, "steps": 4}) == 500.0
+    assert step_ms({"tokens": 2000, "steps": 4}) is None  # a run that never trained
 
 
 def test_ci95_uses_student_t():

@@ -179,6 +179,44 @@ def test_each_strategy_gets_a_study_of_its_own(tmp_path):
     assert out.returncode == 2 and "trainer.lr is set on the command line and tuned" in out.stderr
 
 
+def test_the_lr_preset_spreads_its_six_rates_over_the_log_range():
+    """hparams_search=lr (hydra/sweeper/sampler=qmc): the rates its comment promises, the
+    same for every cell's study (each starts from a copy of the configured sampler)."""
+    import optuna
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from tiedharness.cli import CONF_DIR
+    from tiedharness.config import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", ["experiment=smoke", "hparams_search=lr"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    lines = [f"{k}={v}" for k, v in OmegaConf.to_container(sweeper.search).items()]
+    space, _ = search_space(lines)
+    proposals = []
+    for _ in range(2):  # two cells
+        study = optuna.create_study(sampler=instantiate(sweeper.sampler))
+        rates = []
+        for _ in range(sweeper.n_trials):
+            trial = study.ask(space)
+            rates.append(trial.params["trainer.lr"])
+            study.tell(trial, 1.0)
+        proposals.append(rates)
+    assert proposals[0] == proposals[1]
+    assert [float(f"{r:.1e}") for r in proposals[0]] == [
+        1.3e-2,
+        2e-3,
+        1.1e-2,
+        2.7e-2,
+        4.8e-3,
+        7.3e-3,
+    ]
+    assert len({f"{r:.1e}" for r in proposals[0]}) == 6
+
+
 def test_the_search_space_becomes_optunas_distributions():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -442,11 +480,13 @@ def test_a_pruned_search_stops_the_trials_that_trail_at_a_validation(tmp_path):
         "hydra.sweeper.search={trainer.lr: 'choice(3e-3, 1e-5)', trainer.warmup_steps: 4}",
         "trainer.eval_every=3",
         "logger=none",
+        f"hydra.sweep.dir={tmp_path / 'smoke' / 'not-made-yet'}",  # optuna.db's folder is made
         results=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     jobs = sweep_records(tmp_path)
     sweep_dir = jobs[0][0].parent
+    assert sweep_dir == tmp_path / "smoke" / "not-made-yet"
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     states = [t.state.name for t in study.trials]
     assert "PRUNED" in states and "COMPLETE" in states and "FAIL" not in states

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+import wandb
 import wandb_offline
 from conftest import train_cli
 
@@ -49,6 +51,11 @@ def test_a_single_run_is_quiet_named_by_its_cell_with_samples_and_a_model(tmp_pa
     models = [a for a in wandb_offline.artifacts(run_file) if a["type"] == "model"]
     assert len(models) == 1 and list(models[0]["files"]) == ["checkpoint.pt"]
     assert models[0]["metadata"]["steps"] == 20
+    # requirements.txt, as W&B would write it, from the package list read once per process
+    assert "requirements.txt" in wandb_offline.saved_files(run_file)
+    requirements = (run_file.parent / "files" / "requirements.txt").read_text().splitlines()
+    assert f"torch=={torch.__version__}" in requirements
+    assert f"wandb=={wandb.__version__}" in requirements
     summary = wandb_offline.summary(run_file)
     assert summary["samples/valid"]["_type"] == "table-file"
     assert summary["samples/valid"]["nrows"] == 30

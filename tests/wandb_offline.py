@@ -103,3 +103,13 @@ def artifacts(path: Path | str) -> list[dict]:
         for r in read_records(path)
         if r.WhichOneof("record_type") == "artifact"
     ]
+
+
+def saved_files(path: Path | str) -> list[str]:
+    """Paths (relative to the run's files/) the run asked W&B to upload."""
+    return [
+        f.path
+        for r in read_records(path)
+        if r.WhichOneof("record_type") == "files"
+        for f in r.files.files
+    ]

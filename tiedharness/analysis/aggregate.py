@@ -119,12 +119,22 @@ def record_to_row(record: RunRecord) -> dict[str, Any]:
     for component, n in (params.get("by_component") or {}).items():
         row[f"params.{component}"] = n
     row.update(record.metrics)
+    row["step_ms"] = step_ms(record.metrics)
     row["overlap"] = record.data.get("overlap")
     config: dict[str, Any] = {}
     _flatten("", record.config, config)
     row.update({f"cfg.{k}": v for k, v in config.items()})
     row["run_dir"] = record.run_dir
     return row
+
+
+def step_ms(metrics: dict[str, Any]) -> float | None:
+    """Milliseconds a training step took: its tokens at the run's training throughput
+    (tokens ÷ seconds inside training steps), per step."""
+    tokens, rate, steps = (metrics.get(k) for k in ("tokens", "train_tokens_per_s", "steps"))
+    if not (tokens and rate and steps):
+        return None
+    return 1000 * tokens / rate / steps
 
 
 def load_runs(
@@ -273,14 +283,21 @@ def swept_keys(frame: pd.DataFrame) -> list[str]:
     if frame.empty:
         return []
     identity = frame[["task", "model_preset", "sharing", "seed"]].astype(str).agg("|".join, axis=1)
+    # each arm's own tuned rate (tuned_from) is a setting of the arm, not an axis of the grid
+    tuned = {key for keys in frame.get("cfg.tuned_keys", []) for key in _json_list(keys)}
     keys = []
     for column in (c for c in frame.columns if c.startswith("cfg.")):
-        if column[4:].startswith(NOT_SWEPT):
+        if column[4:].startswith(NOT_SWEPT) or column[4:] in tuned:
             continue
         values = frame[column].map(lambda v: json.dumps(v, default=str))
         if (values.groupby(identity).nunique() > 1).any():
             keys.append(column[4:])
     return keys
+
+
+def _json_list(value: Any) -> list:
+    """A list column of the frame (lists are stored as JSON text); [] where absent."""
+    return json.loads(value) if isinstance(value, str) else []
 
 
 # ---------------------------------------------------------------------------- summary
@@ -296,6 +313,8 @@ SUMMARY_METRICS = (
     "test_bleu",
     "train_tokens_per_s",
     "infer_tokens_per_s",
+    "train_flops_per_token",
+    "step_ms",
     "output_step_flops_share",
     "output_step_time_share",
     "output_step_time_share_iqr",

@@ -141,7 +141,24 @@ def with_verdicts(summary: pd.DataFrame, deltas: pd.DataFrame, cell: list[str]) 
             values.append(verdict(points) if compared else "")
         columns[f"delta_{metric}_verdict"] = values
     columns["verdict"] = columns.get("delta_val_loss_verdict", [""] * len(summary))
-    return summary.assign(**columns)
+    return summary.assign(**columns, **_by_budget(keys, keyed))
+
+
+def _by_budget(keys: pd.Series, keyed: pd.DataFrame) -> dict[str, list]:
+    """summary.csv's budgets, one row per comparison: the target tokens of each budget
+    fraction f (`tokens_at_<f>`) and the paired Δ there (`delta_<metric>_<stat>_at_<f>`),
+    as in budgets.csv; empty where a row has no such budget."""
+    columns: dict[str, list] = {}
+    for fraction in sorted(keyed["fraction"].unique()) if len(keyed) else []:
+        at = keyed[keyed["fraction"] == fraction]
+        tokens = at.groupby("_key")["tokens"].first()
+        columns[f"tokens_at_{fraction:g}"] = [tokens.get(key) for key in keys]
+        for metric, rows in at.groupby("metric", sort=False):
+            stats = rows.set_index("_key")
+            for stat in ("mean", "ci95", "p"):
+                column = stats[stat]
+                columns[f"delta_{metric}_{stat}_at_{fraction:g}"] = [column.get(k) for k in keys]
+    return columns
 
 
 def budgeted_runs(runs: Runs) -> int:

@@ -269,7 +269,8 @@ def learning_curves(runs: Runs, summary: pd.DataFrame) -> Figure:
 def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
     """Gain of encdec_vocab and three_way over none (paired over seeds, 95% CI) vs
     source-target subword overlap, one line per task. Bits per character, so that
-    different tokenizations compare."""
+    different tokenizations compare. Beside it, what each vocabulary costs: the output
+    layer's (softmax's) share of a training step's FLOPs, none included."""
     metric = "val_bpc" if "delta_val_bpc_mean" in summary else "val_loss"
     needed = {"overlap_mean", f"delta_{metric}_mean"}
     if summary.empty or not needed <= set(summary.columns):
@@ -282,15 +283,23 @@ def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
     metrics = [(metric, f"Δ validation {unit} vs none (lower is better)")]
     if "delta_bleu_mean" in rows and rows["delta_bleu_mean"].notna().any():
         metrics.append(("bleu", "Δ BLEU vs none"))
+    cost = "output_step_flops_share"
+    costs = summary[summary["sharing"].isin(["none", "encdec_vocab", "three_way"])]
+    if f"{cost}_mean" in costs and costs[f"{cost}_mean"].notna().any():
+        metrics.append((cost, "output layer's share of a step's FLOPs"))
     fig, axes = panels(len(metrics))
     for ax, (name, label) in zip(axes, metrics, strict=True):
-        for (task, sharing), group in rows.groupby(["task", "sharing"], sort=False):
+        shown = costs if name == cost else rows
+        value = f"{name}_mean" if name == cost else f"delta_{name}_mean"
+        for (task, sharing), group in shown.dropna(subset=[value, "overlap_mean"]).groupby(
+            ["task", "sharing"], sort=False
+        ):
             group = group.sort_values("overlap_mean")
             style = strategy_style(sharing)
             ax.errorbar(
                 group["overlap_mean"],
-                group[f"delta_{name}_mean"],
-                yerr=group[f"delta_{name}_ci95"].fillna(0),
+                group[value],
+                yerr=group[value.replace("_mean", "_ci95")].fillna(0),
                 color=style["color"],
                 marker=style["marker"],
                 markersize=4,
@@ -299,7 +308,8 @@ def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
                 linestyle="-" if task == rows["task"].iloc[0] else ":",
                 label=f"{sharing}, {task}",
             )
-        ax.axhline(0, color="0.6", linewidth=0.6)
+        if name != cost:
+            ax.axhline(0, color="0.6", linewidth=0.6)
         ax.set_xlabel("source-target subword overlap (Jaccard)")
         ax.set_ylabel(label)
     legend(fig, axes)

@@ -135,6 +135,7 @@ def apply_tuned(cfg: DictConfig, job_overrides: list[str]) -> None:
         fail(str(err))
     for key, value in best.items():
         OmegaConf.update(cfg, key, value, merge=False)
+    cfg.tuned_keys = sorted(best)
 
 
 def objective(record, metric: str) -> float | None:

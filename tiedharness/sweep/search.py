@@ -267,8 +267,10 @@ class StudyPerCellSweeper(Sweeper):
         objective = str(self.config.get("objective", "val_loss"))
         if problem := pruning_problem(self.pruner_name, objective, self.direction):
             raise SearchConfigError(problem)
-        folder = Path(self.config.hydra.sweep.dir).resolve()
-        self.storage = self.storage or f"sqlite:///{folder / PRUNING_DB}"
+        if not self.storage:
+            folder = Path(self.config.hydra.sweep.dir).resolve()
+            folder.mkdir(parents=True, exist_ok=True)  # a hydra.sweep.dir not yet made
+            self.storage = f"sqlite:///{folder / PRUNING_DB}"
         log.info(f"pruning with {type(self.pruner).__name__}; studies in {self.storage}")
 
     def trial_env(self, study: Any, trial: int) -> list[str]:

@@ -17,7 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from tiedharness.schema import Choice, require_fraction
+from tiedharness.schema import Choice, require, require_fraction
 from tiedharness.tasks.base import SPLITS, LMConfig, Task, TaskConfig, register_task
 from tiedharness.tasks.script import shift_script, unshift_script
 
@@ -137,13 +137,26 @@ def chapter_split(book: str, chapter: int, valid: float, test: float, seed: int)
     return "valid" if u < valid else "test" if u < valid + test else "train"
 
 
-def split_by_chapter(items: list, key_of, texts_of, valid: float, test: float, seed: int) -> dict:
-    """Assign items to splits by chapter, then drop from train (and from test) any item
-    whose text already occurs in a held-out split."""
+def kept_for_training(book: str, chapter: int, fraction: float, seed: int) -> bool:
+    """Whether a training chapter is among the `fraction` kept: a seeded hash of its own
+    (not the split's), so a smaller fraction keeps a subset of a larger one's chapters,
+    spread over every book."""
+    digest = hashlib.sha1(f"{seed}:train:{book}.{chapter}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_by_chapter(
+    items: list, key_of, texts_of, valid: float, test: float, seed: int, train: float = 1.0
+) -> dict:
+    """Assign items to splits by chapter, keep the share `train` of the training chapters,
+    then drop from train (and from test) any item whose text already occurs in a held-out
+    split."""
     splits: dict[str, list] = {s: [] for s in SPLITS}
     for item in items:
         book, chapter, _ = key_of(item)
-        splits[chapter_split(book, chapter, valid, test, seed)].append(item)
+        split = chapter_split(book, chapter, valid, test, seed)
+        if split != "train" or train >= 1.0 or kept_for_training(book, chapter, train, seed):
+            splits[split].append(item)
     held_out = {t for item in splits["valid"] for t in texts_of(item)}
     splits["test"] = [i for i in splits["test"] if held_out.isdisjoint(texts_of(i))]
     held_out |= {t for item in splits["test"] for t in texts_of(item)}
@@ -162,10 +175,16 @@ class BibleConfig(TaskConfig):
     valid_fraction: float = 0.03  # of chapters
     test_fraction: float = 0.03  # share of chapters held out for test
     sword_path: str | None = None  # a folder with mods.d/ and modules/; default: see sword_paths
+    # share of the training chapters kept (drawn by a seeded hash, across every book):
+    # a data-limited regime; validation and test stay as they are
+    train_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_fraction(self, "task", "valid_fraction", "test_fraction")
+        require_fraction(self, "task", "valid_fraction", "test_fraction", "train_fraction")
+        require(
+            self.train_fraction > 0, "task.train_fraction", self.train_fraction, "must be above 0"
+        )
 
 
 class _BibleTask(Task):
@@ -221,6 +240,7 @@ class BibleMT(_BibleTask):
             valid=self.cfg.valid_fraction,
             test=self.cfg.test_fraction,
             seed=self.cfg.seed,
+            train=self.cfg.train_fraction,
         )
         shift = shift_script if self.cfg.script_shift else (lambda t: t)
         return {name: [(s, shift(t)) for _, s, t in items] for name, items in splits.items()}
@@ -256,5 +276,6 @@ class BibleLM(_BibleTask):
             valid=self.cfg.valid_fraction,
             test=self.cfg.test_fraction,
             seed=self.cfg.seed,
+            train=self.cfg.train_fraction,
         )
         return {name: [t for _, t in items] for name, items in splits.items()}

@@ -10,6 +10,7 @@ One `Trackers` container per run fans each `log(...)` out to its backends:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -82,8 +83,28 @@ def open_wandb_run(
     import wandb  # lazily: runs without W&B never import it
 
     console = console or ("off" if quiet else "auto")
-    settings = wandb.Settings(silent=quiet, console=console)
-    return wandb.init(dir=str(run_dir), mode=mode, settings=settings, **options)
+    # requirements.txt is written below, from a list read once per process: W&B would read
+    # every installed package's metadata again at each run of a sweep (0.4 s here)
+    settings = wandb.Settings(silent=quiet, console=console, x_save_requirements=False)
+    run = wandb.init(dir=str(run_dir), mode=mode, settings=settings, **options)
+    if mode != "disabled":
+        requirements = Path(run.dir) / "requirements.txt"
+        requirements.write_text(installed_packages())
+        run.save(str(requirements), base_path=run.dir, policy="now")
+    return run
+
+
+@functools.cache
+def installed_packages() -> str:
+    """`name==version` of every installed distribution, sorted: W&B's requirements.txt."""
+    from importlib.metadata import distributions
+
+    names = set()
+    for dist in distributions():
+        name = dist.metadata["Name"]  # None where a distribution's metadata is broken
+        if name:
+            names.add(f"{name}=={dist.version}")
+    return "".join(f"{line}\n" for line in sorted(names, key=str.lower))
 
 
 # Which way is better for the metrics whose W&B summary is their best value.

@@ -76,7 +76,7 @@ class TrainerConfig:
     # Evaluated examples are drawn at random across the split, the same for every run on
     # the same data (tiedharness/tasks/data.py, TaskData.sample).
     eval_examples: int | None = None  # validation loss; null: the whole split
-    decode_examples: int = 200  # validation examples decoded for exact match / BLEU / speed
+    decode_examples: int = 200  # validation examples decoded (exact match, BLEU, speed); 0: none
     test_examples: int | None = 200  # test loss and decoding at the end; null: all, 0: none
     # Convergence (tiedharness/training/convergence.py): converged when the validation loss
     # is expected to improve by less than `converge_tolerance` (relative) or

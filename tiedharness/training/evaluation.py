@@ -119,6 +119,8 @@ class Evaluator:
         match / BLEU / chrF as the task asks, and generated tokens per second."""
         self.model.eval()
         indices = self.data.sample(split, n_examples)
+        if not len(indices):  # decode_examples=0: no decoding
+            return {}
         if self.data.kind == "lm":
             return self._lm_speed(split, indices) if speed else {}
         hypotheses, generated, seconds = self._translate(split, indices)
