@@ -307,6 +307,21 @@ def test_a_steps_time_is_its_tokens_at_the_training_throughput():
     assert step_ms({"tokens": 2000, "steps": 4}) is None  # a run that never trained
 
 
+def test_many_panels_go_into_two_columns_and_tokens_read_in_k_and_m():
+    from tiedharness.analysis import style
+
+    fig, axes = style.panels(5)  # a study of many cells: two columns, no empty slot
+    assert len(axes) == len(fig.axes) == 5
+    assert fig.get_size_inches()[0] == 2 * style.WIDTH
+    fig, axes = style.panels(3)
+    assert len(fig.axes) == 3 and fig.get_size_inches()[0] == style.WIDTH
+    style.token_axis(axes[0].xaxis)
+    formatter = axes[0].xaxis.get_major_formatter()
+    assert [formatter(x, 0) for x in (200_000, 830_000, 1_200_000)] == ["200k", "830k", "1.2M"]
+    style.panel_title(axes[0], "bible_lm (small: d=64, ff=256, 4 heads, 2 layers, vocab_size=1000)")
+    assert all(len(line) <= 58 for line in axes[0].get_title().splitlines())
+
+
 def test_ci95_uses_student_t():
     # t quantiles from a printed table (0.975, df = 1, 30, 99)
     assert ci95(1.0, 2) == pytest.approx(12.706 / math.sqrt(2), rel=1e-4)

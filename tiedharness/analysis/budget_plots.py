@@ -8,7 +8,15 @@ from matplotlib.figure import Figure
 
 from tiedharness.analysis.aggregate import Runs
 from tiedharness.analysis.budgets import budget_deltas, budgeted_runs, verdict
-from tiedharness.analysis.style import NoData, cell_label, legend, panels, strategy_order
+from tiedharness.analysis.style import (
+    NoData,
+    cell_label,
+    legend,
+    panel_title,
+    panels,
+    strategy_order,
+    token_axis,
+)
 from tiedharness.analysis.style import strategy_style as style_of
 
 METRIC, UNIT = "val_loss", "Δ validation loss vs none (nats/token)"
@@ -32,7 +40,9 @@ def delta_vs_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
         for label in strategy_order(cell["sharing"]):
             _line(ax, cell[cell["sharing"] == label].sort_values("fraction"), label, x)
         ax.axhline(0, color="0.6", linewidth=0.6, zorder=0)
-        ax.set_title(cell_label(cell.iloc[0], runs.swept))
+        panel_title(ax, cell_label(cell.iloc[0], runs.swept))
+        if x == "tokens":
+            token_axis(ax.xaxis)
         ax.set_xlabel("target tokens trained (budget)" if x == "tokens" else "fraction of budget")
         ax.set_ylabel(UNIT)
     legend(fig, axes)

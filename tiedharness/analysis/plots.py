@@ -27,9 +27,11 @@ from tiedharness.analysis.style import (
     cell_label,
     convergence_fill,
     legend,
+    panel_title,
     panels,
     strategy_order,
     strategy_style,
+    token_axis,
 )
 from tiedharness.analysis.tables import WIDE_SPREAD
 from tiedharness.model.names import COMPONENTS
@@ -96,7 +98,7 @@ def _tradeoff(summary: pd.DataFrame, runs: Runs, metric: str, label: str, maximi
         )
         ax.step(*zip(*front, strict=True), where="post", color="0.5", linewidth=0.8, zorder=0)
         with_model = panel["model"].nunique() == 1
-        ax.set_title(cell_label(panel.iloc[0], runs.swept, with_model))
+        panel_title(ax, cell_label(panel.iloc[0], runs.swept, with_model))
         ax.set_xlabel("unique parameters (M)")
         ax.set_ylabel(label)
     legend(fig, axes)
@@ -259,7 +261,8 @@ def learning_curves(runs: Runs, summary: pd.DataFrame) -> Figure:
                     color=style["color"],
                     alpha=0.15,
                 )
-        ax.set_title(cell_label(cell.iloc[0], runs.swept))
+        panel_title(ax, cell_label(cell.iloc[0], runs.swept))
+        token_axis(ax.xaxis)
         ax.set_xlabel("target tokens seen")
         ax.set_ylabel("validation loss")
     legend(fig, axes)
@@ -326,7 +329,7 @@ def quality_vs_throughput(runs: Runs, summary: pd.DataFrame) -> Figure:
     for ax, (_, cell) in zip(axes, groups, strict=True):
         for _, row in cell.iterrows():
             _point(ax, row, "train_tokens_per_s", 1e3, "val_loss")
-        ax.set_title(cell_label(cell.iloc[0], runs.swept))
+        panel_title(ax, cell_label(cell.iloc[0], runs.swept))
         ax.set_xlabel("training throughput (k target tokens/s)")
         ax.set_ylabel("validation loss")
     legend(fig, axes)

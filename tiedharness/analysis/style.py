@@ -4,6 +4,7 @@ strategy, the legend under the panels, and `NoData` for a figure the runs cannot
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib
 
@@ -12,6 +13,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from tiedharness.analysis.aggregate import MISSING
 from tiedharness.model.labels import parse_label
@@ -58,9 +60,33 @@ def strategy_order(names) -> list[str]:
     return sorted(set(names), key=lambda n: (order.index(n) if n in order else len(order), n))
 
 
+MAX_ONE_COLUMN = 4  # panels: more go into two columns (a figure* of a two-column paper)
+
+
 def panels(n: int) -> tuple[Figure, list]:
-    fig, axes = plt.subplots(n, 1, figsize=(WIDTH, PANEL_HEIGHT * n + 0.5), squeeze=False)
-    return fig, [a[0] for a in axes]
+    """n panels, row by row: one column up to MAX_ONE_COLUMN, two beyond (an odd last
+    slot is removed)."""
+    columns = 1 if n <= MAX_ONE_COLUMN else 2
+    rows = math.ceil(n / columns)
+    fig, grid = plt.subplots(
+        rows, columns, figsize=(WIDTH * columns, PANEL_HEIGHT * rows + 0.5), squeeze=False
+    )
+    axes = [ax for row in grid for ax in row]
+    for spare in axes[n:]:
+        fig.delaxes(spare)
+    return fig, axes[:n]
+
+
+def panel_title(ax, text: str, width: int = 58) -> None:
+    """A panel's title, wrapped to the panel's width (cell labels run long)."""
+    ax.set_title("\n".join(textwrap.wrap(text, width)))
+
+
+def token_axis(axis) -> None:
+    """Tick labels of token counts in k and M (200k, 1.2M), not 1e6 offsets."""
+    axis.set_major_formatter(
+        FuncFormatter(lambda x, _: f"{x / 1e6:g}M" if x >= 1e6 else f"{x / 1e3:g}k")
+    )
 
 
 def legend(fig: Figure, axes: list) -> None:
