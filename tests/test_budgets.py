@@ -106,6 +106,7 @@ def test_each_branch_is_the_run_with_that_budget(branched):
     assert "anneals" in record["metrics"]["convergence_note"]
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_branches_leave_the_main_run_untouched(branched):
     tmp, record, rows = branched
     plain, plain_rows = run(tmp, "plain", *RUN, "trainer.max_steps=60")

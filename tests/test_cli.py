@@ -215,6 +215,7 @@ def test_data_format_is_checked_by_the_schema():
     assert "table" in out.stderr and "json" in out.stderr
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_a_cross_layer_plan_that_does_not_fit_is_skipped_in_a_sweep(tmp_path):
     """sequence needs the layer count to be a multiple of unique: 3 blocks do not fit the
     tiny model's 2 layers, so the sweep records the cell as skipped, with the fix."""

@@ -47,6 +47,7 @@ def hypotheses_of(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_fairseq_options_and_key_value_pairs_decode_alike(run_dir):
     import sacrebleu
 
@@ -71,6 +72,7 @@ def test_fairseq_options_and_key_value_pairs_decode_alike(run_dir):
     assert alias.returncode == 0 and alias.stdout == dashed.stdout, alias.stderr[-2000:]
 
 
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_gnmt_penalty_and_batch_size_from_the_command_line(run_dir):
     out = eval_cli(str(run_dir), "--beam=4", "--lenpen-style", "gnmt", "lenpen=0.6")
     assert out.returncode == 0, out.stderr[-2000:]
