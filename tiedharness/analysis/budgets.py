@@ -141,7 +141,9 @@ def with_verdicts(summary: pd.DataFrame, deltas: pd.DataFrame, cell: list[str]) 
             values.append(verdict(points) if compared else "")
         columns[f"delta_{metric}_verdict"] = values
     columns["verdict"] = columns.get("delta_val_loss_verdict", [""] * len(summary))
-    return summary.assign(**columns, **_by_budget(keys, keyed))
+    added = pd.DataFrame({**columns, **_by_budget(keys, keyed)}, index=summary.index)
+    # one concat, not a column at a time: pandas warns of a fragmented frame otherwise
+    return pd.concat([summary.drop(columns=added.columns, errors="ignore"), added], axis=1)
 
 
 def _by_budget(keys: pd.Series, keyed: pd.DataFrame) -> dict[str, list]:
