@@ -129,20 +129,24 @@ def align(
     return pairs, dropped
 
 
+def chapter_draw(key: str) -> float:
+    """A uniform number in [0, 1) for a chapter's seeded key: it never depends on which
+    other chapters exist or were dropped."""
+    digest = hashlib.sha1(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def chapter_split(book: str, chapter: int, valid: float, test: float, seed: int) -> str:
-    """The split of a whole chapter: a seeded hash, so it never depends on which other
-    chapters exist or were dropped."""
-    digest = hashlib.sha1(f"{seed}:{book}.{chapter}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    """The split of a whole chapter, by a seeded hash."""
+    u = chapter_draw(f"{seed}:{book}.{chapter}")
     return "valid" if u < valid else "test" if u < valid + test else "train"
 
 
 def kept_for_training(book: str, chapter: int, fraction: float, seed: int) -> bool:
-    """Whether a training chapter is among the `fraction` kept: a seeded hash of its own
-    (not the split's), so a smaller fraction keeps a subset of a larger one's chapters,
-    spread over every book."""
-    digest = hashlib.sha1(f"{seed}:train:{book}.{chapter}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    """Whether a training chapter is among the `fraction` kept: a draw of its own (not the
+    split's), so a smaller fraction keeps a subset of a larger one's chapters, spread over
+    every book."""
+    return chapter_draw(f"{seed}:train:{book}.{chapter}") < fraction
 
 
 def split_by_chapter(
