@@ -112,11 +112,11 @@ def token_batches(
     order = order[torch.argsort(src_sizes[order], stable=True)]
     order = order[torch.argsort(tgt_sizes[order], stable=True)]
     batches, start, longest = [], 0, 0
-    for pos, i in enumerate(order.tolist()):
-        longest_with = max(longest, int(cost[i]))
+    for pos, example_cost in enumerate(cost[order].tolist()):  # Python ints: 10x the tensor's
+        longest_with = max(longest, example_cost)
         if (pos - start + 1) * longest_with > max_tokens:
             batches.append(order[start:pos])
-            start, longest_with = pos, int(cost[i])
+            start, longest_with = pos, example_cost
         longest = longest_with
     if start < n:
         batches.append(order[start:])

@@ -3,8 +3,9 @@
 The loop (loop.py) knows nothing of evaluation, checkpoints or costs; a `TrainingSession`
 wires them in as named parts:
 
-- `ValidationCurve`: the validation loss every `trainer.eval_every` steps, and the curve
-  of (tokens, validation loss) that convergence is judged on;
+- `ValidationCurve`: the validation loss every `trainer.eval_every` steps, the curve
+  of (tokens, validation loss) that convergence is judged on, and the seconds all
+  evaluations took (`eval_s`);
 - `Checkpointer`: checkpoint.pt (tiedharness/checkpoint.py) with the trainer's state, the
   curve, and how many history rows had been logged, so a resume cuts the history back;
 - the output layer's cost profile (costs.py), measured before any resume so that the
@@ -22,7 +23,9 @@ The job (tiedharness/job.py) builds the model and data before and records what i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,6 +36,7 @@ from tiedharness.model.transformer import Transformer
 from tiedharness.training.config import ANNEALED, TrainerConfig
 from tiedharness.training.convergence import convergence
 from tiedharness.training.costs import output_layer_costs
+from tiedharness.training.device import synchronize
 from tiedharness.training.distributed import Dist
 from tiedharness.training.evaluation import Evaluator
 from tiedharness.training.loop import Outcome, Row, Trainer
@@ -76,9 +80,22 @@ class ValidationCurve:
     def __init__(self, evaluator: Evaluator, trainer: Trainer) -> None:
         self.evaluator, self.trainer = evaluator, trainer
         self.points: list[tuple[int, float]] = []  # (tokens, validation loss)
+        # seconds spent evaluating in this start of the job, like wall_s (not checkpointed)
+        self.eval_s = 0.0
+
+    @contextmanager
+    def _clock(self) -> Iterator[None]:
+        synchronize(self.evaluator.device)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(self.evaluator.device)
+            self.eval_s += time.perf_counter() - started
 
     def evaluate(self) -> Row:
-        row = self.evaluator.validation()
+        with self._clock():
+            row = self.evaluator.validation()
         self.points.append((self.trainer.tokens, row["val_loss"]))
         return row
 
@@ -86,7 +103,8 @@ class ValidationCurve:
         """The end-of-run evaluation, and whether the curve had converged: measured only
         where the schedule leaves the learning rate up at the end (constant, inverse_sqrt).
         A schedule that anneals to zero flattens the tail by construction."""
-        final = self.evaluator.final()
+        with self._clock():
+            final = self.evaluator.final()
         self.points.append((self.trainer.tokens, final["val_loss"]))
         cfg = self.trainer.cfg
         verdict = convergence(
@@ -104,10 +122,11 @@ class ValidationCurve:
     def budget(self) -> dict[str, float]:
         """What a budget branch's end is measured by: the validation loss, and where the
         task decodes, the decoded validation examples' scores."""
-        row = self.evaluator.validation()
-        if self.evaluator.decodes and self.evaluator.data.kind != "lm":
-            cfg = self.trainer.cfg
-            row.update(self.evaluator.decode_scores("valid", cfg.decode_examples, speed=False))
+        with self._clock():
+            row = self.evaluator.validation()
+            if self.evaluator.decodes and self.evaluator.data.kind != "lm":
+                cfg = self.trainer.cfg
+                row.update(self.evaluator.decode_scores("valid", cfg.decode_examples, speed=False))
         return row
 
 
@@ -188,7 +207,7 @@ class TrainingSession:
                 evaluate_budget=self.curve.budget,
             )
         except _StopAfterValidation:
-            return Outcome.pruned, dict(trainer.summary())
+            return Outcome.pruned, {**trainer.summary(), "eval_s": self.curve.eval_s}
         metrics = dict(result.metrics)
         if result.outcome is Outcome.completed:
             say("final evaluation: validation and test loss, decoding…")
@@ -202,6 +221,7 @@ class TrainingSession:
             )
             if self.dist.main:
                 write_decoded(self.run_dir, self.evaluator.decoded)
+        metrics["eval_s"] = self.curve.eval_s
         return result.outcome, metrics
 
     def _watched(self, on_validation: OnValidation | None) -> Callable[[], Row]:
