@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -34,6 +36,25 @@ def test_no_batch_exceeds_its_budget_and_every_example_appears_once(bible, max_t
             collated = collate(split, idx)
             padded_size = max(collated.src.numel(), collated.tgt_in.numel())
             assert padded_size <= max_tokens
+
+
+def test_the_cut_is_greedy_in_length_order():
+    # costs max(src, tgt) = 2, 3, 3, 5, 5 in target order; budget 10: 3 × 3 = 9 fits and
+    # a fourth example would cost 4 × 5 = 20; then 2 × 5 = 10 fits exactly
+    src, tgt = torch.tensor([1, 1, 1, 1, 1]), torch.tensor([5, 3, 2, 5, 3])
+    batches = token_batches(src, tgt, 10, shuffle=False)
+    assert [b.tolist() for b in batches] == [[2, 1, 4], [0, 3]]
+
+
+def test_every_batch_but_the_last_is_full(bible):
+    """Unshuffled, the batches follow length order: each one stops only where the next
+    example would take it over the budget."""
+    src_sizes, tgt_sizes = bible.splits["train"].sizes()
+    cost = torch.maximum(src_sizes, tgt_sizes)
+    batches = token_batches(src_sizes, tgt_sizes, 2048, shuffle=False)
+    for batch, following in itertools.pairwise(batches):
+        longest = max(int(cost[batch].max()), int(cost[following[0]]))
+        assert (len(batch) + 1) * longest > 2048
 
 
 def test_padding_fraction_counts_the_pad_slots_of_collated_batches(bible):

@@ -85,7 +85,8 @@ class ValidationCurve:
 
     @contextmanager
     def _clock(self) -> Iterator[None]:
-        synchronize(self.evaluator.device)
+        # the loop stops (and syncs) its training clock before every evaluation; the sync
+        # after it counts the evaluation's queued GPU work here
         started = time.perf_counter()
         try:
             yield
