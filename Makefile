@@ -26,7 +26,7 @@ system-deps:
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "no apt-get: install the SWORD modules KJV, WEB, SpaRV1909 into ~/.sword and Chromium (see README)"; exit 0; fi; \
+	  echo "no apt-get: install the SWORD modules KJV, WEB, SpaRV1909 into ~/.sword and Chromium (see docs/tasks.md)"; exit 0; fi; \
 	sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	echo "installing$$missing"; \
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing
@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 	@mkdir -p .make && touch $@
 
-# The main job: the quick study (every strategy on 3 tasks, < 10 minutes on 2 cores), then
+# The main job: the quick study (every strategy on 3 tasks, under 4 minutes on 2 cores), then
 # its report: figures, tables and results/quick/<date-time>/report/report.html.
 demo: install sword-deps
 	$(SCRIPTS)/tiedharness-train -m experiment=quick

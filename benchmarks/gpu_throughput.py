@@ -57,11 +57,11 @@ def measure(model: str, setting: str, steps: int, device: str) -> tuple[float, f
         for i in range(steps + 5)
     ]
     for micro in batches[:5]:  # warm-up (and compilation)
-        trainer.train_step(micro)
+        trainer.update(micro)
     synchronize(trainer.device)
     started = time.perf_counter()
     for micro in batches[5:]:
-        trainer.train_step(micro)
+        trainer.update(micro)
     synchronize(trainer.device)
     seconds = time.perf_counter() - started
     tokens = sum(b.target_tokens for micro in batches[5:] for b in micro)

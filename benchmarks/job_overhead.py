@@ -57,7 +57,8 @@ def quick_cell(steps: int):
 def whole_job(config, folder: Path) -> tuple[float, float]:
     """The job's wall time and the part of it spent evaluating (its record's eval_s)."""
     started = time.perf_counter()
-    record = execute_job(config, JobContext(folder, "quick", "benchmark", multirun=True))
+    job = JobConfig.from_config(config)
+    record = execute_job(job, JobContext(folder, "quick", "benchmark", multirun=True))
     elapsed = time.perf_counter() - started
     assert record.status == "completed", record.error
     return elapsed, record.metrics["eval_s"]
@@ -72,7 +73,7 @@ def bare_loop(config, steps: int) -> float:
     batches = trainer.batches(0)[:steps]
     started = time.perf_counter()
     for indices in batches:
-        trainer.train_step([collate(data.splits["train"], indices)])
+        trainer.update([collate(data.splits["train"], indices)])
     return time.perf_counter() - started
 
 

@@ -1,7 +1,7 @@
 """Two sweeps on one machine: started at once against one after the other.
 
 Each job claims its threads from the host's registry of running jobs
-(tiedharness/training/cpu_share.py), so two processes started together divide the cores
+(tiedharness/host.py), so two processes started together divide the cores
 instead of each taking all of them. This script runs two small sweeps (three cells of the
 copy task each, as separate `tiedharness-train -m` processes) one after the other, then
 the same two started at once, and prints the wall times and their ratio (at once /

@@ -33,6 +33,7 @@ import tiedharness.cli.train  # noqa: F401  (registers th.new_folder, which conf
 from tiedharness.cli import CONF_DIR
 from tiedharness.sweep.summary import SweepSummary
 from tiedharness.tracking.record import RunRecord, RunStatus
+from tiedharness.tracking.run_folder import RunFolder
 
 STRATEGIES = 5  # the smoke study's grid: none,embed_output,encdec_vocab,positional,qkv
 
@@ -97,7 +98,7 @@ def one_sweep(jobs: int, root: Path) -> dict[str, float]:
             started = time.perf_counter()
             callback.on_job_start(config=job)
             folder.mkdir()  # the job: its folder and its record
-            job_record(job, num, folder).write(folder)
+            RunFolder(folder).write_record(job_record(job, num, folder))
             job_started = time.perf_counter()
             callback.on_job_end(config=job, job_return=None)
             per_job.append(time.perf_counter() - job_started)

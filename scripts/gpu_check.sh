@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device check (`make gpu-check`): what only a CUDA machine can show, in one go,
-# in under five minutes on one H100. Run it where a GPU is at hand; paste its figures,
-# with the GPU's name, into the README's "Scale" section.
+# in under five minutes on one H100. Run it where a GPU is at hand; record its figures,
+# dated and with the GPU's name, in benchmarks/README.md ("gpu_throughput.py").
 #   scripts/gpu_check.sh            # run it
 #   scripts/gpu_check.sh --dry-run  # say what it would run, and whether a GPU is here
 # Steps: the gpu-marked tests; a trainer=gpu smoke sweep; a 2-process DDP run when two

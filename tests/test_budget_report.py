@@ -19,6 +19,7 @@ from tiedharness.analysis import plots
 from tiedharness.analysis.aggregate import load_runs, summarize
 from tiedharness.analysis.budgets import verdict
 from tiedharness.tracking.record import RunRecord, RunStatus
+from tiedharness.tracking.run_folder import RunFolder
 
 FRACTIONS = (0.25, 0.5, 1.0)
 STEPS = {0.25: 40, 0.5: 80, 1.0: 160}
@@ -94,7 +95,7 @@ def write_run(folder: Path, job: int, sharing: str, seed: int, deltas: tuple) ->
         budgets=budgets,
     )
     (folder / str(job)).mkdir(parents=True)
-    record.write(folder / str(job))
+    RunFolder(folder / str(job)).write_record(record)
     rows = [{"step": s, "tokens": 256 * s, "val_loss": loss[1.0] + 1 / s} for s in (40, 80, 160)]
     rows += [{"step": 35, "tokens": 256 * 35, "val_loss": 9.0, "branch": 0.25}]  # a branch's
     (folder / str(job) / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -218,9 +219,9 @@ def test_no_budgets_no_figure(tmp_path):
     and every comparison is `not settled`."""
     sweep = write_sweep(tmp_path, SWEEPS["stable"][0])
     for path in sweep.glob("*/run.json"):
-        record = RunRecord.read(path)
+        record = RunFolder(path.parent).read_record()
         record.budgets = record.budgets[-1:]
-        record.write(path.parent)
+        RunFolder(path.parent).write_record(record)
     runs = load_runs(sweep)
     summary = summarize(runs).set_index("sharing")
     assert summary.loc["embed_output", "verdict"] == "not settled"

@@ -20,6 +20,7 @@ from test_resume import start_cli
 
 from tiedharness.checkpoint import load_checkpoint
 from tiedharness.schema import from_values
+from tiedharness.tracking.run_folder import RunFolder
 from tiedharness.training.branches import branch_plan
 from tiedharness.training.config import TrainerConfig
 from tiedharness.training.optim import lr_factor
@@ -123,7 +124,7 @@ def wait_inside_a_branch(run_dir: Path, proc: subprocess.Popen, timeout: float =
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         try:
-            state = load_checkpoint(run_dir)
+            state = load_checkpoint(RunFolder(run_dir).checkpoint)
         except Exception:  # replaced while we read it
             state = None
         if state and state["trainer"]["branches"]["active"] is not None:

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tiedharness import host
 from tiedharness.cli.train import parallel_jobs
-from tiedharness.training import cpu_share
-from tiedharness.training.cpu_share import CpuShare, registry_dir
-from tiedharness.training.device import available_cpus
+from tiedharness.host import CpuShare, available_cpus, registry_dir
 
 CPUS = available_cpus()
 
@@ -92,7 +91,7 @@ def test_a_job_waits_until_a_cpu_is_free_and_says_so(registry, tmp_path, other_j
 
 def test_a_job_waiting_longer_goes_first(registry, tmp_path, other_job, monkeypatch):
     """A claim queued before ours is served before ours: its wish counts as taken."""
-    monkeypatch.setattr(cpu_share, "POLL_S", 0.05)
+    monkeypatch.setattr(host, "POLL_S", 0.05)
     other_job(registry, threads=CPUS, waiting_since=time.time() - 60)
     share = CpuShare(tmp_path, say=lambda _: None)
     started = threading.Event()

@@ -20,6 +20,7 @@ from tiedharness.training.config import TrainerConfig
 from tiedharness.training.costs import cpu_peak_flops
 from tiedharness.training.loop import Trainer
 from tiedharness.training.optim import lr_factor
+from tiedharness.training.state import load_trainer_state, trainer_state_dict
 
 CONTRACT_METRICS = (
     "val_loss",
@@ -210,7 +211,7 @@ def smoke_config(tmp_path: Path, **trainer) -> dict:
 def smoke_job(tmp_path: Path, name: str, config: dict | None = None, **kw) -> dict:
     """One smoke job in this process; its run.json as written."""
     ctx = JobContext(tmp_path / name, "smoke", "test-sweep", **kw)
-    execute_job(config or smoke_config(tmp_path), ctx)
+    execute_job(JobConfig.from_config(config or smoke_config(tmp_path)), ctx)
     return json.loads((tmp_path / name / "run.json").read_text())
 
 
@@ -307,7 +308,7 @@ def output_dtype_during_training(tmp_path: Path, precision: str) -> torch.dtype:
     trainer = Trainer(model, data, job.trainer, device=torch.device("cpu"))
     seen = []
     model.output.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
-    loss = trainer.train_step([trainer.first_batch()])
+    loss = trainer.update([trainer.first_batch()])
     assert math.isfinite(float(loss))
     return seen[0]
 
@@ -374,10 +375,10 @@ def test_trainer_state_dict_resumes_exactly(tmp_path):
     whole.fit()
     first = fresh(6)
     first.fit()
-    state = first.state_dict()
+    state = trainer_state_dict(first)
     torch.manual_seed(123)  # whatever happens in between must not matter
     resumed = fresh(12)
-    resumed.load_state_dict(state)
+    load_trainer_state(resumed, state)
     resumed.fit()
     assert resumed.step == whole.step == 12 and resumed.tokens == whole.tokens
     assert (resumed.epoch, resumed.batch_in_epoch) == (whole.epoch, whole.batch_in_epoch)

@@ -20,7 +20,8 @@ from tiedharness.analysis import plots
 from tiedharness.analysis.aggregate import load_runs, record_to_row, step_ms, summarize
 from tiedharness.analysis.stats import ci95
 from tiedharness.analysis.wandb_source import record_from_wandb
-from tiedharness.tracking.record import RunRecord
+from tiedharness.tracking.record import SCHEMA_VERSION
+from tiedharness.tracking.run_folder import RunFolder
 
 SMOKE_FIGURES = {
     "tradeoff_loss",
@@ -205,6 +206,7 @@ def test_runs_frame_and_summary_from_the_sweep(smoke_sweep):
 
 def _record(task: str, sharing: str, seed: int, val_loss: float, status: str = "completed", **cfg):
     return {
+        "schema": SCHEMA_VERSION,
         "run_id": f"{task}-{sharing}-{seed}-{cfg}",
         "experiment": "t",
         "sweep_id": "s",
@@ -333,7 +335,7 @@ def test_ci95_uses_student_t():
 def test_wandb_runs_give_the_same_row_as_run_json(smoke_sweep):
     _, sweep = smoke_sweep
     folder = sweep / "4"
-    local = record_to_row(RunRecord.read(folder / "run.json"))
+    local = record_to_row(RunFolder(folder).read_record())
     (run_file,) = folder.glob("wandb/offline-run-*/run-*.wandb")
     info = wandb_offline.run_info(run_file)
     remote = record_to_row(
@@ -541,6 +543,7 @@ def test_options_label_variants_and_a_rerun_is_not_a_replicate(tmp_path):
     def record(i: int, sharing: str, mask: bool, loss: float) -> dict:
         strategies = [] if sharing == "none" else [sharing]
         return {
+            "schema": SCHEMA_VERSION,
             "run_id": f"s-{i}",
             "sweep_id": "s",
             "task": "copy",

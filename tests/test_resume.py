@@ -21,9 +21,9 @@ from conftest import tiny_model, train_cli
 
 from tiedharness.analysis.aggregate import load_runs
 from tiedharness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from tiedharness.cli.train import new_folder
+from tiedharness.host import new_folder
 from tiedharness.tracking.record import RunRecord
-from tiedharness.tracking.run_folder import RunFolder, RunFolderError, observed_status
+from tiedharness.tracking.run_folder import RunFolder, RunFolderError
 
 # A copy task small enough to run in seconds, long enough to be interrupted; with dropout
 # (the tiny preset has none), so that a resume must restore the random streams exactly.
@@ -80,9 +80,12 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(
     wait_for(run_dir / "checkpoint.pt", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed, checkpointed = record(run_dir), load_checkpoint(run_dir)["trainer"]["counters"]
+    killed = record(run_dir)
+    checkpointed = load_checkpoint(RunFolder(run_dir).checkpoint)["trainer"]["counters"]
     assert killed["status"] == "running"  # what a dead job leaves behind...
-    assert observed_status(RunRecord.from_dict(killed), run_dir) == "interrupted"  # ...seen
+    assert (
+        RunFolder(run_dir).observed_status(RunRecord.from_dict(killed)) == "interrupted"
+    )  # ...seen
     assert load_runs(tmp_path, with_history=False).frame["status"].tolist() == ["interrupted"]
 
     out = train_cli(*RUN, "logger=none", f"hydra.run.dir={run_dir}", results=tmp_path)
@@ -109,7 +112,7 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_rerun_completes(uninterrup
     assert f"hydra.run.dir={run_dir}" in err  # the command that continues it
     stopped = record(run_dir)
     assert stopped["status"] == "interrupted" and "SIGTERM" in stopped["error"]
-    checkpoint = load_checkpoint(run_dir)
+    checkpoint = load_checkpoint(RunFolder(run_dir).checkpoint)
     stopped_at = checkpoint["trainer"]["counters"]["step"]
     assert stopped_at == stopped["metrics"]["steps"] < 40  # written at the step it stopped
     assert history(run_dir)[-1]["step"] <= stopped_at
@@ -276,7 +279,7 @@ def test_a_corrupt_checkpoint_names_the_file_and_the_fix(tmp_path, uninterrupted
     (run_dir / "run.json").write_text(json.dumps(rec))
     (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=f"delete {run_dir / 'checkpoint.pt'}"):
-        load_checkpoint(run_dir)
+        load_checkpoint(RunFolder(run_dir).checkpoint)
     out = train_cli(*RUN, "logger=none", f"hydra.run.dir={run_dir}", results=tmp_path)
     assert out.returncode == 2 and "unreadable checkpoint" in out.stderr
     assert (run_dir / "checkpoint.pt").read_bytes() == b"not a checkpoint"
@@ -288,8 +291,8 @@ def test_a_checkpoint_keeps_each_tie_once(tmp_path):
     embed = "encoder.embed.weight"
     tied = [k for k in state if k != embed and state[k].data_ptr() == state[embed].data_ptr()]
     assert tied == ["decoder.embed.weight", "output.weight"]  # three_way
-    save_checkpoint(tmp_path, {"trainer": {"model": state}})
-    loaded = load_checkpoint(tmp_path)["trainer"]["model"]  # weights_only=True
+    save_checkpoint(tmp_path / "checkpoint.pt", {"trainer": {"model": state}})
+    loaded = load_checkpoint(tmp_path / "checkpoint.pt")["trainer"]["model"]  # weights_only=True
     assert all(loaded[k].data_ptr() == loaded[embed].data_ptr() for k in tied)  # stored once
     fresh = tiny_model("three_way", seed=1)
     fresh.load_state_dict(loaded)

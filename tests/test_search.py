@@ -15,8 +15,8 @@ import yaml
 from tests.conftest import sweep_records, train_cli
 from tests.test_report import report_cli
 from tiedharness.analysis.tuning import study_row
+from tiedharness.sweep.grid import parse_grid, search_space
 from tiedharness.sweep.pruning import make_pruner
-from tiedharness.sweep.search import parse_grid, search_space
 
 
 def _hydras_optuna_sweeper_runs() -> bool:

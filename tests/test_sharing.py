@@ -15,9 +15,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tiedharness.model.config import Init, SharingConfig
 from tiedharness.model.decoding import greedy_translate
-from tiedharness.model.labels import parse_label, strategy_label, variant_label
+from tiedharness.model.labels import parse_label, strategy_label
 from tiedharness.model.params import count_params
 from tiedharness.model.sharing import STRATEGIES, SharingNotApplicable, build_model, layer_plan
+from tiedharness.model.variants import variant_label
 from tiedharness.training.optim import build_optimizer
 from tiedharness.vocab import Vocab
 
@@ -296,7 +297,7 @@ def test_qk_mask_self_keeps_tokens_from_attending_to_themselves():
     attn = model.decoder.layers[0].self_attn
     assert attn.mask_self and not model.decoder.layers[0].cross_attn.mask_self
     # Attention weights from the mask: row 0 keeps itself (nothing else to see).
-    from tiedharness.model.transformer import AttentionMask
+    from tiedharness.model.attention import AttentionMask
 
     pos = torch.arange(4)
     allowed, _ = AttentionMask(pos, pos, None, causal=True).sdpa_args(mask_self=True)

@@ -42,6 +42,29 @@ def test_schema_node_is_not_a_choice(tmp_path):
     assert not run_records(tmp_path)
 
 
+def test_a_bad_value_is_refused_before_the_folder_is_claimed(tmp_path):
+    """The command turns its arguments into the typed job config before it claims a run
+    folder: a bad value leaves no run record, no lock and no history behind."""
+    run_dir = tmp_path / "run"
+    out = train_cli(
+        "task=copy", "model=tiny", "trainer.lr=-1", f"hydra.run.dir={run_dir}", results=tmp_path
+    )
+    assert out.returncode == 2
+    assert "trainer.lr=-1.0: must be > 0" in out.stderr
+    assert sorted(p.name for p in run_dir.iterdir() if p.name != ".hydra") == ["train.log"]
+
+
+def test_a_sweep_cell_with_a_bad_value_is_not_run_and_the_others_are(tmp_path):
+    """In a sweep the bad cell is named and left without a record; the sweep goes on."""
+    out = train_cli(
+        "-m", "experiment=smoke", "sharing=none", "logger=none", "trainer.lr=-1,0.001",
+        results=tmp_path,
+    )  # fmt: skip
+    assert "job 0: not run: trainer.lr=-1.0: must be > 0" in out.stderr + out.stdout
+    (record,) = run_records(tmp_path)
+    assert record.parent.name == "1"
+
+
 def test_help_shows_default_and_meaning(tmp_path):
     out = train_cli("--help", results=tmp_path)
     assert out.returncode == 0, out.stderr

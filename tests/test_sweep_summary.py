@@ -87,7 +87,7 @@ def write_record(folder: Path, num: int, pid: int, **fields) -> None:
     record.status, record.host, record.pid = RunStatus.completed, os.uname().nodename, pid
     for key, value in fields.items():
         setattr(record, key, value)
-    record.write(folder)
+    RunFolder(folder).write_record(record)
 
 
 def end_job(callback: SweepSummary, job: DictConfig, folder: Path) -> None:
@@ -202,7 +202,7 @@ def test_two_processes_on_one_sweep_each_count_their_own_cells(tmp_path):
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
         outs.append(out)
-    records = [RunRecord.read(sweep_dir / str(n) / "run.json") for n in range(5)]
+    records = [RunFolder(sweep_dir / str(n)).read_record() for n in range(5)]
     assert [r.status for r in records] == ["completed"] * 5
     assert [r.attempt for r in records] == [1] * 5 and not any(r.resumes for r in records)
     trained = []  # the cells each process's progress lines say it trained

@@ -88,26 +88,27 @@ def register_schemas() -> None:
 
 @dataclass
 class JobConfig:
-    """The composed config as objects: each group's schema, with its checks run."""
+    """The composed config as objects: each group's schema, with its checks run, and the
+    whole config as plain resolved values (`values`: what the run record keeps, and what
+    tells whether a folder holds the same run)."""
 
     task: TaskConfig
     model: ModelConfig
     sharing: SharingConfig
     trainer: TrainerConfig
     logger: LoggerConfig
+    values: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: DictConfig | dict) -> JobConfig:
         """Each group merged onto its schema (a composed config already is; a plain dict
         is checked the same way) and built, which runs the value checks. Interpolations
         are resolved against the whole config first (a cell's `${scale.…}`): merged alone
-        onto its schema, a group could not see them."""
-        if isinstance(config, DictConfig):
-            config = OmegaConf.to_container(config, resolve=True)
-        schemas = {"task": task_schema(config["task"]["name"]), **GROUP_SCHEMAS}
-        return cls(
-            **{group: from_values(schema, config[group]) for group, schema in schemas.items()}
-        )
+        onto its schema, a group could not see them. ValueError names a bad value."""
+        values = OmegaConf.to_container(OmegaConf.create(config), resolve=True, enum_to_str=True)
+        schemas = {"task": task_schema(values["task"]["name"]), **GROUP_SCHEMAS}
+        groups = {group: from_values(schema, values[group]) for group, schema in schemas.items()}
+        return cls(**groups, values=values)
 
     def model_for(self, task: Task) -> ModelConfig:
         """The model config with its architecture following the task, checked to hold

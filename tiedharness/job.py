@@ -1,14 +1,15 @@
 """One job's lifecycle: its folder, its run record, its status, its trackers (the terms:
 docs/concepts.md).
 
-The run folder always ends up with `run.json` whatever happens: `completed`, `diverged`
-(non-finite loss), `interrupted` (a stop signal; a checkpoint was written), `pruned` (a
-search's pruner stopped the trial at a validation: tiedharness/sweep/pruning.py), `skipped` (a
-sweep cell where the strategy does not apply) or `failed` (with the error and traceback).
-In a sweep the job never raises, so one bad cell cannot stop the others; a single run
-re-raises after recording, so the user sees the error. The config is checked against its
-schemas before any data is built. What is trained is built by tiedharness/build.py and
-trained by tiedharness/training/session.py.
+The job receives its config already validated (`JobConfig`: the command turns its
+arguments into it before any folder is claimed). The run folder always ends up with a run
+record whatever happens: `completed`, `diverged` (non-finite loss), `interrupted` (a stop
+signal; a checkpoint was written), `pruned` (a search's pruner stopped the trial at a
+validation: tiedharness/sweep/pruning.py), `skipped` (a sweep cell where the strategy does
+not apply) or `failed` (with the error and traceback). In a sweep the job never raises, so
+one bad cell cannot stop the others; a single run re-raises after recording, so the user
+sees the error. What is trained is built by tiedharness/build.py and trained by
+tiedharness/training/session.py; the host's CPUs are claimed in tiedharness/host.py.
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from tiedharness.build import build
-from tiedharness.checkpoint import CheckpointError, load_checkpoint
+from tiedharness.checkpoint import CheckpointError, history_rows, load_checkpoint, save_checkpoint
 from tiedharness.config import JobConfig
+from tiedharness.host import CpuShare
 from tiedharness.interrupt import StopRequest
 from tiedharness.model.labels import strategy_label
 from tiedharness.model.params import count_params
@@ -34,23 +34,16 @@ from tiedharness.model.sharing import SharingNotApplicable
 from tiedharness.sweep.pruning import trial_reporter
 from tiedharness.tasks.data import TaskData, cache_root
 from tiedharness.tracking.record import RunRecord, RunStatus
-from tiedharness.tracking.run_folder import (
-    RunFolder,
-    RunFolderError,
-    Start,
-    StartKind,
-    plan_start,
-)
+from tiedharness.tracking.run_folder import RunFolder, RunFolderError
+from tiedharness.tracking.start import Start, StartKind, plan_start
 from tiedharness.tracking.trackers import Trackers
 from tiedharness.training.costs import model_flops_utilisation
-from tiedharness.training.cpu_share import CpuShare
 from tiedharness.training.device import (
     environment,
     job_device,
     peak_memory_mb,
     process_identity,
     reset_peak_memory,
-    seed_everything,
 )
 from tiedharness.training.distributed import Dist, init_distributed, shutdown
 from tiedharness.training.loop import Outcome
@@ -77,22 +70,38 @@ class JobContext:
         log.log(logging.INFO if self.speaks else logging.DEBUG, message)
 
 
+@dataclass
+class JobStart:
+    """One start of a job in its folder: what each step of it reads, and the record it
+    fills."""
+
+    job: JobConfig
+    ctx: JobContext
+    folder: RunFolder
+    start: Start
+    record: RunRecord
+    stop: StopRequest
+    dist: Dist
+    began: float  # time.perf_counter() when this start began
+    trackers: Trackers | None = None
+    decoded: dict[str, list[dict]] = field(default_factory=dict)  # split → decoded examples
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def execute_job(config: DictConfig | dict, ctx: JobContext) -> RunRecord:
-    """Train one configuration (composed by Hydra, or a plain dict of the same groups) and
-    record it; returns the run record. A folder that already holds this run is continued
-    (tiedharness/tracking/run_folder.py): kept when finished, resumed from its checkpoint,
-    trained again when it failed before one was written."""
-    started = time.perf_counter()
-    plain = OmegaConf.to_container(OmegaConf.create(config), resolve=True, enum_to_str=True)
-    dist = init_distributed(str((plain.get("trainer") or {}).get("device", "auto")))
+def execute_job(job: JobConfig, ctx: JobContext) -> RunRecord:
+    """Train one validated configuration and record it; returns the run record. A folder
+    that already holds this run is continued (tiedharness/tracking/start.py): kept when
+    finished, resumed from its checkpoint, trained again when it failed before one was
+    written."""
+    began = time.perf_counter()
+    dist = init_distributed(str(job.trainer.device))
     ctx.speaks = not ctx.multirun and dist.main
     try:
         folder = RunFolder(ctx.run_dir)
-        start, problem = claim(folder, plain, dist)
+        start, problem = claim(folder, job.values, dist)
         if problem is not None:
             return not_run(problem, ctx)
         if start.kind is StartKind.keep:
@@ -102,10 +111,10 @@ def execute_job(config: DictConfig | dict, ctx: JobContext) -> RunRecord:
                     f"job {ctx.job_num}: already {start.previous.status} in {ctx.run_dir}, kept"
                 )
             return start.previous
-        record = begin_record(plain, ctx, folder, start, write=dist.main)
+        record = begin_record(job.values, ctx, folder, start, write=dist.main)
         with StopRequest() as stop:
             try:
-                run_and_record(config, record, ctx, start, stop, dist, started)
+                run_and_record(JobStart(job, ctx, folder, start, record, stop, dist, began))
             finally:
                 folder.release()
         if record.status == RunStatus.interrupted:
@@ -115,14 +124,14 @@ def execute_job(config: DictConfig | dict, ctx: JobContext) -> RunRecord:
         shutdown(dist)
 
 
-def claim(folder: RunFolder, plain: dict, dist: Dist) -> tuple[Start | None, Exception | None]:
+def claim(folder: RunFolder, values: dict, dist: Dist) -> tuple[Start | None, Exception | None]:
     """Take the folder and decide how this job starts in it: rank 0 decides, every rank
     follows (a resuming rank reads the checkpoint itself)."""
     start, problem = None, None
     if dist.main:
         try:
             folder.acquire()
-            start = plan_start(folder, plain)
+            start = plan_start(folder, values)
         except (RunFolderError, CheckpointError) as err:
             folder.release()
             problem = err
@@ -136,7 +145,7 @@ def claim(folder: RunFolder, plain: dict, dist: Dist) -> tuple[Start | None, Exc
     if dist.main:
         return start, None
     kind = StartKind(kind)
-    checkpoint = load_checkpoint(folder.path) if kind is StartKind.resume else None
+    checkpoint = load_checkpoint(folder.checkpoint) if kind is StartKind.resume else None
     keeps_record = kind in (StartKind.resume, StartKind.keep)
     return Start(kind, folder.previous_record() if keeps_record else None, checkpoint), None
 
@@ -155,152 +164,147 @@ def not_run(problem: Exception, ctx: JobContext) -> RunRecord:
     )
 
 
-def run_and_record(
-    config: DictConfig | dict,
-    record: RunRecord,
-    ctx: JobContext,
-    start: Start,
-    stop: StopRequest,
-    dist: Dist,
-    started: float,
-) -> None:
-    """Train and fill `record` with how it ended; run.json is written last, whatever
+def run_and_record(run: JobStart) -> None:
+    """Train and fill the record with how it ended; the record is written last, whatever
     happened (a single run then re-raises its error)."""
-    trackers = None
+    record, dist = run.record, run.dist
     try:
-        job = JobConfig.from_config(config)  # the schemas' checks, before any data is built
-        trackers = Trackers(ctx.run_dir, job.logger.wandb, ctx.multirun, enabled=dist.main)
-        with (share := cpu_share(job, ctx, start, dist)) as threads:
-            record.status, record.metrics = train(
-                job, record, trackers, ctx, start, stop, dist, threads
-            )
+        run.trackers = Trackers(run.folder, run.job.logger.wandb, run.ctx.multirun, dist.main)
+        with (share := cpu_share(run)) as threads:
+            record.status, record.metrics = build_and_train(run, threads)
         record.env["cpu_wait_s"] = round(share.waited_s, 3)  # within wall_s: queued, not run
-        record.metrics["wall_s"] = time.perf_counter() - started  # this start of the job
+        record.metrics["wall_s"] = time.perf_counter() - run.began  # this start of the job
         if record.status == RunStatus.interrupted:
             steps = record.metrics.get("steps")
-            record.error = f"stopped by {stop.name} at step {steps}, checkpoint written"
+            record.error = f"stopped by {run.stop.name} at step {steps}, checkpoint written"
     except SharingNotApplicable as err:
         record.status, record.error = RunStatus.skipped, str(err)
-        if not ctx.multirun:
+        if not run.ctx.multirun:
             record.status = RunStatus.failed
             raise
     except Exception as err:
         record.status, record.error = RunStatus.failed, f"{type(err).__name__}: {err}"
         record.traceback = traceback.format_exc()
-        if not ctx.multirun:
+        if not run.ctx.multirun:
             raise
     finally:
         record.finished_at = _now()
-        if trackers is not None:
-            trackers.finish(record)
-        elif dist.main:
-            record.write(ctx.run_dir)
+        try:
+            if run.trackers is not None:
+                run.trackers.finish(record, run.decoded)
+        finally:
+            if dist.main:
+                run.folder.write_decoded(run.decoded)
+                run.folder.write_record(record)
 
 
-def new_record(config: dict, ctx: JobContext) -> RunRecord:
-    strategies = (config.get("sharing") or {}).get("strategies") or []
+def new_record(values: dict, ctx: JobContext) -> RunRecord:
+    strategies = (values.get("sharing") or {}).get("strategies") or []
     return RunRecord(
         run_id=f"{ctx.sweep_id}-{ctx.job_num}",
         experiment=ctx.experiment,
         sweep_id=ctx.sweep_id,
         job_num=ctx.job_num,
-        task=(config.get("task") or {}).get("name", "unknown"),
+        task=(values.get("task") or {}).get("name", "unknown"),
         model=ctx.choices.get("model", "custom"),
         sharing=strategy_label(strategies),
-        seed=(config.get("trainer") or {}).get("seed"),
-        config=config,
+        seed=(values.get("trainer") or {}).get("seed"),
+        config=values,
         run_dir=str(ctx.run_dir),
         started_at=_now(),
     )
 
 
 def begin_record(
-    plain: dict, ctx: JobContext, folder: RunFolder, start: Start, write: bool = True
+    values: dict, ctx: JobContext, folder: RunFolder, start: Start, write: bool = True
 ) -> RunRecord:
     """The record this start of the job writes first, which marks the folder `running`:
     the previous one continued for a resume, a new one otherwise (a rerun's previous files
     removed). Other ranks than 0 build it without writing anything."""
     resume = start.kind is StartKind.resume
     if not write:
-        return start.previous if resume else new_record(plain, ctx)
+        return start.previous if resume else new_record(values, ctx)
     if resume:
         record = start.previous
-        folder.cut_history(start.checkpoint["history_rows"])
+        folder.cut_history(history_rows(start.checkpoint))
         record.resumes.append({"from_step": start.step, "at": _now(), **process_identity()})
         record.status, record.error, record.traceback = RunStatus.running, None, None
         record.finished_at = None
     else:
         folder.clear_attempt()
-        record = new_record(plain, ctx)
+        record = new_record(values, ctx)
         if start.previous is not None:
             record.attempt = start.previous.attempt + 1
     record.host, record.pid = socket.gethostname(), os.getpid()
-    record.write(ctx.run_dir)
+    folder.write_record(record)
     return record
 
 
-def cpu_share(job: JobConfig, ctx: JobContext, start: Start, dist: Dist) -> CpuShare:
-    """This job's claim on the host's CPUs (tiedharness/training/cpu_share.py): a fair
-    share, or trainer.num_threads, or for a resumed run the count it was recorded with
-    (its numbers then go on as if never stopped)."""
-    recorded = (start.previous.env or {}).get("threads") if start.kind is StartKind.resume else None
+def cpu_share(run: JobStart) -> CpuShare:
+    """This job's claim on the host's CPUs (tiedharness/host.py): a fair share, or
+    trainer.num_threads, or for a resumed run the count it was recorded with (its numbers
+    then go on as if never stopped)."""
+    resumed = run.start.kind is StartKind.resume
+    recorded = (run.start.previous.env or {}).get("threads") if resumed else None
     return CpuShare(
-        ctx.run_dir,
-        fixed=job.trainer.num_threads or recorded,
-        parallel_jobs=max(ctx.parallel_jobs, dist.local_world),
-        wait=not dist.active,
-        say=ctx.say if ctx.speaks else log.warning,
+        run.ctx.run_dir,
+        fixed=run.job.trainer.num_threads or recorded,
+        parallel_jobs=max(run.ctx.parallel_jobs, run.dist.local_world),
+        wait=not run.dist.active,
+        say=run.ctx.say if run.ctx.speaks else log.warning,
     )
 
 
-def train(
-    job: JobConfig,
-    record: RunRecord,
-    trackers: Trackers,
-    ctx: JobContext,
-    start: Start,
-    stop: StopRequest,
-    dist: Dist,
-    threads: int,
-) -> tuple[RunStatus, dict]:
-    """Set up the process, build, measure costs, train (from the checkpoint of a resumed
-    run) on `threads` CPU threads, evaluate; fills `record`'s env, data and params and
-    returns the status and metrics."""
+def build_and_train(run: JobStart, threads: int) -> tuple[RunStatus, dict]:
+    """Build, measure costs, train (from the checkpoint of a resumed run) on `threads` CPU
+    threads, evaluate; fills the record's env, data, params and budgets and returns the
+    status and metrics."""
+    job, record, dist, say = run.job, run.record, run.dist, run.ctx.say
     cfg = job.trainer
     device = job_device(cfg.device, dist.local_rank if dist.active else None)
     reset_peak_memory(device)
     record.env = environment(device, threads, dist.world)
-    seed_everything(cfg.seed, cfg.deterministic)
-    ctx.say(f"building the data of task {job.task.name} (or reading it from the cache)…")
-    _, data, model = build(job)
+    say(f"building the data of task {job.task.name} (or reading it from the cache)…")
+    _, data, model = build(job)  # seeds torch and Python's random right before the model
     record.data = data_summary(data)
     record.params = count_params(model, job.sharing.name).to_dict()
-    ctx.say(
+    say(
         f"{len(data.splits['train']):,} training examples; model with "
         f"{record.params['total']:,} parameters (sharing: {record.sharing})"
     )
-    trackers.start(record)
-    session = TrainingSession(model, data, cfg, ctx.run_dir, trackers, device=device, dist=dist)
-    if cfg.profile:
-        ctx.say("measuring the output layer's share of a training step (cached per shape)…")
-    metrics = session.costs(cache_root(job.task.cache_dir) / "costs")
-    if start.kind is StartKind.resume:  # after the profile: the checkpoint's RNG states win
-        ctx.say(f"resuming from the checkpoint at step {start.step}")
-        session.resume(start.checkpoint)
-    reporter = trial_reporter() if dist.main else None  # a pruned search's trial
-    outcome, trained = session.run(
-        lambda: bool(stop), progress=ctx.speaks, say=ctx.say, on_validation=reporter
+    run.trackers.start(record)
+    if dist.main:  # once more, with what the job built and the W&B run id
+        run.folder.write_record(record)
+
+    def write_checkpoint(checkpoint: dict) -> None:
+        save_checkpoint(run.folder.checkpoint, checkpoint)
+
+    session = TrainingSession(
+        model, data, cfg, run.trackers, write_checkpoint, device=device, dist=dist
     )
-    if outcome is Outcome.pruned and reporter is not None:  # rank 0's record says why
+    if cfg.profile:
+        say("measuring the output layer's share of a training step (cached per shape)…")
+    metrics = session.costs(cache_root(job.task.cache_dir) / "costs")
+    if run.start.kind is StartKind.resume:
+        say(f"resuming from the checkpoint at step {run.start.step}")
+    reporter = trial_reporter() if dist.main else None  # a pruned search's trial
+    trained = session.run(
+        lambda: bool(run.stop),
+        resume_from=run.start.checkpoint if run.start.kind is StartKind.resume else None,
+        progress=run.ctx.speaks,
+        say=say,
+        on_validation=reporter,
+    )
+    if trained.outcome is Outcome.pruned and reporter is not None:  # rank 0's record says why
         record.error = reporter.reason()
-    metrics.update(trained)
-    record.budgets = session.budgets
+    metrics.update(trained.metrics)
+    record.budgets, run.decoded = trained.budgets, trained.decoded
     utilisation, record.env["peak_flops_source"] = model_flops_utilisation(
         metrics, device, cfg.precision, threads, dist.world
     )
     metrics.update(utilisation)
     metrics["peak_mem_mb"] = peak_memory_mb(device)
-    return RunStatus(outcome.value), metrics
+    return RunStatus(trained.outcome.value), metrics
 
 
 def data_summary(data: TaskData) -> dict:

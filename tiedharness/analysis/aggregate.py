@@ -3,12 +3,12 @@
 Reads run records (tiedharness/tracking/record.py, docs/run-record.md) from a local
 results folder or from the W&B API, through the same `RunRecord` class, into the same
 columns. Failed, diverged and skipped runs stay in the frame with their status, so they
-are counted and listed, never silently dropped; a run.json that cannot be read is named
+are counted and listed, never silently dropped; a run record that cannot be read is named
 in the warnings and left out.
 
 Cells (docs/concepts.md): task, the model's effective shape, and every other key the
 runs vary, with a placeholder where a run lacks the key. Sharing options are not cell
-keys but part of the run's label (`qk+mask_self`, tiedharness/model/labels.py), so
+keys but part of the run's label (`qk+mask_self`, tiedharness/model/variants.py), so
 `none` is the baseline of every variant. A second completed run of the same cell, label
 and seed is not a replicate: it is flagged (`duplicate`) and left out of the statistics.
 """
@@ -16,7 +16,6 @@ and seed is not a replicate: it is flagged (`duplicate`) and left out of the sta
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,11 @@ import pandas as pd
 
 from tiedharness.analysis.budgets import budget_deltas, with_verdicts
 from tiedharness.analysis.paired import bleu_bootstrap, paired_deltas
+from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.stats import MIN_SEEDS, ci95
-from tiedharness.model.labels import variant_label
+from tiedharness.model.variants import variant_label
 from tiedharness.tracking.record import IDENTITY, RunRecord, RunStatus
-from tiedharness.tracking.run_folder import observed_status
+from tiedharness.tracking.run_folder import RunFolder
 
 # Columns every row has, whatever the task.
 ID_COLUMNS = [*IDENTITY, "status"]
@@ -56,32 +56,6 @@ NOT_SWEPT = (
 MISSING = "–"  # a cell key a run does not have
 
 
-@dataclass
-class Runs:
-    """All runs of a results folder: one row each, plus what could not be read."""
-
-    frame: pd.DataFrame
-    swept: list[str]  # config keys that vary between runs (besides task, model, sharing, seed)
-    warnings: list[str] = field(default_factory=list)
-    history: pd.DataFrame | None = None  # long format: run_id, step, tokens, metric columns
-    # long format: run_id, fraction, step, tokens, metric columns (run.json's `budgets`)
-    budgets: pd.DataFrame | None = None
-    scores: str | None = None  # where BLEU/chrF/exact match come from, when not training-time
-
-    @property
-    def completed(self) -> pd.DataFrame:
-        """Completed runs, each (cell, label, seed) once: the replicates."""
-        done = self.frame[self.frame["status"] == "completed"]
-        return done[~done["duplicate"]] if "duplicate" in done else done
-
-    @property
-    def cell_keys(self) -> list[str]:
-        return ["task", "model", *self.swept]
-
-    def status_counts(self) -> dict[str, int]:
-        return self.frame["status"].value_counts().to_dict()
-
-
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -104,7 +78,7 @@ def model_label(preset: str | None, model: dict[str, Any], lm: bool) -> str:
 
 
 def record_to_row(record: RunRecord) -> dict[str, Any]:
-    """One run record (run.json, or the same built from W&B) → one flat row."""
+    """One run record (from its folder, or the same built from W&B) → one flat row."""
     row = {**record.identity(), "status": str(record.status), "error": record.error}
     lm = (record.data.get("vocab") or {}).get(
         "src"
@@ -140,19 +114,18 @@ def step_ms(metrics: dict[str, Any]) -> float | None:
 def load_runs(
     results_dir: Path | str, with_history: bool = True, scores: str | None = None
 ) -> Runs:
-    """Every run.json below `results_dir` (a sweep, an experiment, or all results).
+    """Every run record below `results_dir` (a sweep, an experiment, or all results).
     `scores`: a tiedharness-eval entry (`valid/beam4/lp1`) whose BLEU, chrF and exact
     match replace the training-time greedy ones (see `use_eval_scores`)."""
-    results_dir = Path(results_dir)
     rows, warnings, histories, records = [], [], [], []
-    for path in sorted(results_dir.rglob("run.json"), key=_natural):
+    for folder in RunFolder.every_below(Path(results_dir)):
         try:
-            record = RunRecord.read(path)
+            record = folder.read_record()
         except ValueError as err:
             warnings.append(f"skipped {err}")
             continue
-        record.status = observed_status(record, path.parent)  # a dead job's `running`
-        record.run_dir = str(path.parent)
+        record.status = folder.observed_status(record)  # a dead job's `running`
+        record.run_dir = str(folder.path)
         records.append(record)
     if scores:
         use_eval_scores(records, scores, warnings)
@@ -160,11 +133,11 @@ def load_runs(
         row = record_to_row(record)
         row["decoded_valid"] = decoded_valid(record, scores)
         rows.append(row)
-        history = Path(record.run_dir) / "history.jsonl"
+        history = RunFolder(record.run_dir).history
         if with_history and history.exists():
             histories.append(_load_history(history, row["run_id"], warnings))
     if not rows:
-        warnings.append(f"no run.json found below {results_dir}")
+        warnings.append(f"no run record found below {results_dir}")
     runs = make_runs(rows, warnings, histories)
     runs.scores = scores_source(records, scores)
     runs.budgets = budget_rows(records)
@@ -196,7 +169,7 @@ def use_eval_scores(records: list[RunRecord], key: str, warnings: list[str]) -> 
         raise ValueError(
             f"no run has a tiedharness-eval entry {key!r} "
             + (f"(entries found: {', '.join(present)})" if present else "(none has any)")
-            + ": run `tiedharness-eval <sweep folder> beam=… length_penalty=…` first"
+            + ": run `tiedharness-eval <sweep folder> beam=… lenpen=…` first"
         )
     names = [("test_" if key.startswith("test/") else "") + name for name in EVAL_SCORES]
     for record in records:
@@ -226,12 +199,7 @@ def decoded_valid(record: RunRecord, scores: str | None) -> str | None:
     if scores and scores.startswith("valid/"):
         name = (record.eval.get(scores) or {}).get("hypotheses")
         return str(Path(record.run_dir) / name) if name else None
-    return str(Path(record.run_dir) / "decoded-valid.jsonl")
-
-
-def _natural(path: Path) -> tuple:
-    """Sort key: job folders in numeric order (2 before 10)."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
+    return str(RunFolder(record.run_dir).decoded("valid"))
 
 
 def _load_history(path: Path, run_id: str, warnings: list[str]) -> pd.DataFrame:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tiedharness.analysis.aggregate import Runs
 from tiedharness.analysis.budgets import budget_deltas, budgeted_runs, verdict
+from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.style import (
     NoData,
     cell_label,

@@ -19,15 +19,12 @@ reads the last two budgets:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from tiedharness.analysis.paired import BASELINE, cell_ids, seed_differences
+from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.stats import SIGNIFICANCE, paired_difference
-
-if TYPE_CHECKING:
-    from tiedharness.analysis.aggregate import Runs
 
 BUDGET_METRICS = ("val_loss", "val_bpc", "bleu", "chrf", "exact_match")
 STABLE, SHRINKING, GROWING, NOT_SETTLED = "stable", "shrinking", "growing", "not settled"

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tiedharness.analysis.aggregate import Runs
 from tiedharness.analysis.budget_plots import delta_vs_budget
+from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.style import (
     STYLE,
     NoData,

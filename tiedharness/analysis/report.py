@@ -18,8 +18,9 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from tiedharness.analysis import plots
-from tiedharness.analysis.aggregate import Runs, load_runs, summarize
+from tiedharness.analysis.aggregate import load_runs, summarize
 from tiedharness.analysis.budgets import budget_deltas
+from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.tables import (
     runs_table,
     summary_notes,

@@ -7,8 +7,8 @@ import math
 
 import pandas as pd
 
-from tiedharness.analysis.aggregate import Runs
 from tiedharness.analysis.budgets import VERDICT_NOTE
+from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.stats import BOOTSTRAP_SAMPLES, MIN_SEEDS, SIGNIFICANCE
 
 WIDE_SPREAD = 0.25  # a time share whose interquartile range exceeds this fraction of it

@@ -1,10 +1,9 @@
 """How the runs' settings were chosen: the searches they were tuned by.
 
-Runs trained with `tuned_from=<search folder>` (README, "Each strategy at its best learning
-rate") name their search in their config; this reads each search's
-`optimization_results.yaml` back into one row per tuned cell: its best settings, best
-value, how many trials it took (and how many failed), and the search's budget, so that a
-report shows at which rate each arm was compared and how that rate was found.
+Runs trained with `tuned_from=<search folder>` (docs/studies.md) name their search in
+their config; this reads each search's `optimization_results.yaml` back into one row per
+tuned cell: its best settings, best value, how many trials it took (and how many failed),
+and the search's budget, so that a report shows at which rate each arm was compared and how that rate was found.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from tiedharness.analysis.aggregate import Runs
+from tiedharness.analysis.runs import Runs
 
 RESULTS_FILE = "optimization_results.yaml"  # what tiedharness/sweep/search.py writes
 TUNED_FROM = "cfg.tuned_from"

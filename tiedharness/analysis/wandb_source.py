@@ -15,7 +15,7 @@ from tiedharness.analysis.aggregate import (
     scores_source,
     use_eval_scores,
 )
-from tiedharness.tracking.record import RunRecord
+from tiedharness.tracking.record import SCHEMA_VERSION, RunRecord
 
 
 def load_wandb_runs(path: str, group: str | None = None, scores: str | None = None) -> Runs:
@@ -101,5 +101,6 @@ def record_from_wandb(config: dict, summary: dict, name: str, group: str) -> Run
             "metrics": metrics,
             "data": data,
             "eval": evals,
+            "schema": SCHEMA_VERSION,  # built here from W&B's fields, not read from a file
         }
     )

@@ -2,25 +2,22 @@
 [--split valid|test] [--max-len N] [--batch-size N] [--examples N]: decode a finished
 translation run again from its final checkpoint and score it.
 
-Every option may also be written key=value (`beam=4 lenpen=0.6`; `length_penalty=` is
-`lenpen=`). Loads the run's model from `checkpoint.pt` (docs/run-record.md), decodes the
-same examples the run decoded (by default) with batched beam search on the KV cache
-(beam=1 is the run's greedy decoding, token for token), ranking finished hypotheses by
-log-probability ÷ |Y|^lenpen (fairseq) or ÷ ((5 + |Y|) / 6)^lenpen (GNMT, Wu et al. 2016),
-scores them with sacreBLEU (BLEU and chrF, their signatures recorded; exact match too
-where the task scores it), writes the hypotheses next to the run
-(`eval-<split>-beam<k>-lp<x>.jsonl`) and an entry under `eval` in run.json keyed
-`<split>/beam<k>/lp<x>` (`gnmt<x>` in place of `lp<x>` for the GNMT penalty; `/len<N>`
-added when max_len=N caps the output length; by default at most twice the source plus 10
-tokens, as during training). A sweep folder evaluates each of its runs. Each run's last
-line is fairseq's: `valid beam=4 lenpen=0.6: BLEU = 27.31 (signature nrefs:1|…)`.
+Every option may also be written key=value (`beam=4 lenpen=0.6`). The run's model is
+loaded from its final checkpoint and the same examples the run decoded (by default) are
+decoded with batched beam search on the KV cache (beam=1 is the run's greedy decoding,
+token for token), ranking finished hypotheses by log-probability ÷ |Y|^lenpen (fairseq)
+or ÷ ((5 + |Y|) / 6)^lenpen (GNMT, Wu et al. 2016), and scored with sacreBLEU. The
+hypotheses land beside the run and an entry under the record's `eval`, keyed
+`<split>/beam<k>/lp<x>` (`gnmt<x>` for the GNMT penalty; `/len<N>` when max_len=N caps
+the output length; by default at most twice the source plus 10 tokens, as during
+training): tiedharness/rescoring.py, docs/evaluation.md. A sweep folder evaluates each of
+its runs. Each run's last line is fairseq's: `valid beam=4 lenpen=0.6: BLEU = 27.31
+(signature nrefs:1|…)`.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import re
 import sys
 from pathlib import Path
@@ -37,7 +34,6 @@ OPTIONS: dict[str, tuple[type, object, str, str]] = {
     "batch_size": (int, None, "N", "sources decoded together (default: task.max_tokens a batch)"),
     "examples": (int, None, "N", "examples decoded (default: as many as the run decoded)"),
 }
-ALIASES = {"length_penalty": "lenpen"}  # the key=value name of earlier versions
 CHOICES = {"lenpen_style": ("fairseq", "gnmt"), "split": ("valid", "test")}
 VALID = ", ".join(f"--{k.replace('_', '-')} {v[2]}" for k, v in OPTIONS.items())
 
@@ -53,8 +49,7 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", type=Path, help="a run folder, or a sweep folder of runs")
     for key, (kind, default, metavar, text) in OPTIONS.items():
-        names = [key, *(a for a, k in ALIASES.items() if k == key)]
-        flags = [f"--{n}" for name in names for n in (name.replace("_", "-"), name)]
+        flags = [f"--{key.replace('_', '-')}", f"--{key}"]
         parser.add_argument(
             *dict.fromkeys(flags),
             dest=key,
@@ -84,20 +79,20 @@ def settings_of(argv: list[str]) -> tuple[Path, dict]:
 def main(argv: list[str] | None = None) -> None:
     run_dir, settings = settings_of(sys.argv[1:] if argv is None else argv)
     if not run_dir.is_dir():
-        fail(f"{run_dir} is not a folder: pass a run folder (with run.json)")
-    runs = (
-        [run_dir]
-        if (run_dir / "run.json").is_file()
-        else sorted(p.parent for p in run_dir.glob("*/run.json"))
-    )
+        fail(f"{run_dir} is not a folder: pass a run folder, or a sweep folder of runs")
+    from tiedharness.rescoring import DecodeSettings, evaluate_run  # torch loads here
+    from tiedharness.tracking.run_folder import RunFolder
+
+    folder, decode = RunFolder(run_dir), DecodeSettings(**settings)
+    runs = [folder] if folder.holds_run() else RunFolder.every_below(run_dir)
     if not runs:
-        fail(f"no run.json in {run_dir} or its subfolders")
+        fail(f"no run record in {run_dir} or its subfolders")
     for run in runs:
         try:
-            key, scores = evaluate_run(run, settings)
+            scores = evaluate_run(run, decode)
         except (ValueError, FileNotFoundError) as err:
-            fail(f"{run}: {err}")
-        print(f"{run}  {key}  {shown(scores)}")
+            fail(f"{run.path}: {err}")
+        print(f"{run.path}  {decode.key()}  {shown(scores)}")
         if "training_greedy" in scores:
             print(
                 f"  the run's own greedy decoding of the same {scores['decoded_examples']} "
@@ -119,120 +114,3 @@ def closing_line(settings: dict, scores: dict) -> str:
 
 def shown(scores: dict) -> str:
     return "  ".join(f"{k}={v:.4g}" for k, v in scores.items() if isinstance(v, float))
-
-
-def evaluate_run(run_dir: Path, settings: dict) -> tuple[str, dict]:
-    import torch
-
-    from tiedharness.build import build
-    from tiedharness.checkpoint import load_checkpoint
-    from tiedharness.config import JobConfig
-    from tiedharness.model.decoding import LengthPenalty
-    from tiedharness.tasks import make_task
-    from tiedharness.tracking.record import RunRecord
-    from tiedharness.training.evaluation import Evaluator
-    from tiedharness.training.metrics import signed_bleu_chrf
-
-    record = RunRecord.read(run_dir / "run.json")
-    checkpoint = load_checkpoint(run_dir)
-    if checkpoint is None:
-        raise FileNotFoundError(
-            "no checkpoint.pt: only runs trained with checkpoints can be evaluated"
-        )
-    job = JobConfig.from_config(record.config)
-    if make_task(job.task).kind == "lm":  # before building its data
-        raise ValueError("an LM run has nothing to decode against references")
-    _, data, model = build(job)
-    model.load_state_dict(checkpoint["trainer"]["model"])
-    if settings["batch_size"]:
-        data.batches = source_batches(data, settings["batch_size"])  # type: ignore[method-assign]
-    evaluator = Evaluator(model, data, job.trainer, torch.device("cpu"))
-    evaluator.beam = settings["beam"]
-    evaluator.length_penalty = LengthPenalty(settings["lenpen"], settings["lenpen_style"])
-    evaluator.max_new_tokens = settings["max_len"]
-    split = settings["split"]
-    n = settings["examples"] or (
-        job.trainer.decode_examples if split == "valid" else job.trainer.test_examples
-    )
-    scores = evaluator.decode_scores(split, n, speed=False)
-    # BLEU and chrF with their signatures (exact-match tasks get them too)
-    decoded = evaluator.decoded[split]
-    hyps, refs = [r["hypothesis"] for r in decoded], [r["reference"] for r in decoded]
-    scores.update(signed_bleu_chrf(hyps, refs))
-    greedy = training_greedy(run_dir / f"decoded-{split}.jsonl", decoded, set(scores))
-    if greedy is not None:
-        scores["training_greedy"] = greedy
-    key = eval_key(settings)
-    hypotheses = run_dir / f"eval-{key.replace('/', '-')}.jsonl"
-    with hypotheses.open("w") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in evaluator.decoded[split])
-    entry = {
-        **scores,
-        "hypotheses": hypotheses.name,
-        "checkpoint_step": checkpoint["trainer"]["counters"]["step"],
-        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    record = RunRecord.read(run_dir / "run.json")  # as fresh as possible before writing
-    record.eval[key] = entry
-    record.write(run_dir)
-    log_to_wandb(record, key, entry, run_dir)
-    return key, entry
-
-
-def eval_key(settings: dict) -> str:
-    """run.json's `eval` key: `valid/beam4/lp0.6` (fairseq's penalty), `valid/beam4/gnmt0.6`
-    (GNMT's), `/len<N>` added when max_len caps the outputs."""
-    penalty = "lp" if settings["lenpen_style"] == "fairseq" else settings["lenpen_style"]
-    key = f"{settings['split']}/beam{settings['beam']}/{penalty}{settings['lenpen']:g}"
-    return key + (f"/len{settings['max_len']}" if settings["max_len"] else "")
-
-
-def source_batches(data, batch_size: int):
-    """data.batches in its length order, but `batch_size` sources to a batch."""
-    import torch
-
-    from tiedharness.tasks.batching import collate
-
-    batches = data.batches
-
-    def sized(split: str, indices=None) -> list:
-        order = [b.indices for b in batches(split, indices)]
-        if not order:
-            return []
-        chunks = torch.cat(order).split(batch_size)
-        return [collate(data.splits[split], chunk) for chunk in chunks]
-
-    return sized
-
-
-def training_greedy(path: Path, decoded: list[dict], names: set[str]) -> dict | None:
-    """The scores of the run's own greedy decoding during training (`decoded-<split>.jsonl`),
-    when it decoded the same examples: what a beam gains over it."""
-    from tiedharness.training.metrics import exact_match, signed_bleu_chrf
-
-    try:
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-    except (OSError, ValueError):
-        return None
-    if [r["index"] for r in rows] != [r["index"] for r in decoded]:
-        return None
-    hyps, refs = [r["hypothesis"] for r in rows], [r["reference"] for r in rows]
-    out = {"exact_match": exact_match(hyps, refs)} if "exact_match" in names else {}
-    out.update({k: v for k, v in signed_bleu_chrf(hyps, refs).items() if k != "signatures"})
-    return out
-
-
-def log_to_wandb(record, key: str, entry: dict, run_dir: Path) -> None:
-    """Into the run's own W&B run (its id, resume="allow"), as eval/<key>/<score>; W&B's
-    files go to the run folder where it is now (it may have moved since training)."""
-    if not record.wandb or not record.wandb.get("id"):
-        return
-    from tiedharness.tracking.trackers import open_wandb_run
-
-    logger = (record.config.get("logger") or {}).get("wandb") or {}
-    mode = record.wandb.get("mode", "offline")
-    options = {"project": logger.get("project"), "entity": logger.get("entity")}
-    with open_wandb_run(run_dir, mode, id=record.wandb["id"], resume="allow", **options) as run:
-        run.summary.update(
-            {f"eval/{key}/{k}": v for k, v in entry.items() if isinstance(v, int | float)}
-        )

@@ -1,69 +1,34 @@
 """tiedharness-train: one run, or a sweep with -m (e.g. -m experiment=smoke).
 
-A run or sweep folder is created exclusively (`th.new_folder` in conf/train.yaml), so two
-started in the same second get two folders. Pointing `hydra.run.dir` / `hydra.sweep.dir`
-at an existing folder continues what is there (README, "Interruptions, checkpoints and
-resuming"; docs/run-record.md).
+A run or sweep folder is created exclusively (`th.new_folder` in conf/train.yaml, from
+tiedharness/host.py), so two started in the same second get two folders. Pointing
+`hydra.run.dir` / `hydra.sweep.dir` at an existing folder continues what is there
+(docs/running.md; docs/run-record.md).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
 import sys
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import tiedharness.config  # noqa: F401  (registers the config schemas with Hydra)
 from tiedharness.cli import CONF_DIR, fail
 from tiedharness.cli.help import run_app, unknown_in
+from tiedharness.config import JobConfig  # registers the config schemas with Hydra
+from tiedharness.host import available_cpus, new_folder
+
+if TYPE_CHECKING:
+    from tiedharness.job import JobContext
 
 log = logging.getLogger("tiedharness.cli.train")
-
-
-def new_folder(path: str) -> str:
-    """`path`, created by this call; when another run or sweep created it first, the
-    first free of `path-2`, `path-3`, … Cached by OmegaConf, so a sweep resolves it once.
-    The ranks of one torchrun run share rank 0's folder (it leaves the run's id in it)."""
-    base = Path(path)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    candidates = (
-        base if n == 1 else base.with_name(f"{base.name}-{n}") for n in itertools.count(1)
-    )
-    run_id = (
-        os.environ.get("TORCHELASTIC_RUN_ID") if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None
-    )
-    if run_id and os.environ.get("RANK", "0") != "0":
-        return str(_torchrun_folder(base, run_id))
-    for candidate in candidates:
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        if run_id:
-            (candidate / ".torchrun").write_text(run_id)
-        return str(candidate)
-    raise AssertionError("unreachable")
-
-
-def _torchrun_folder(base: Path, run_id: str, timeout_s: float = 300) -> Path:
-    """The folder rank 0 of torchrun run `run_id` created next to `base` (its time stamp
-    may be another second's: each rank reads the clock)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for marker in base.parent.glob("*/.torchrun"):
-            if marker.read_text() == run_id:
-                return marker.parent
-        time.sleep(0.1)
-    raise RuntimeError(f"rank 0 of torchrun run {run_id} created no folder in {base.parent}")
-
 
 OmegaConf.register_new_resolver("th.new_folder", new_folder, use_cache=True, replace=True)
 
@@ -82,7 +47,7 @@ def app(cfg: DictConfig) -> float | None:
     from tiedharness.job import JobContext, execute_job  # torch loads only here
     from tiedharness.sweep.summary import continue_command, summary_line
     from tiedharness.tracking.record import RunStatus
-    from tiedharness.tracking.run_folder import RunFolderError
+    from tiedharness.tracking.run_folder import RunFolder, RunFolderError
 
     unknown = unknown_in(cfg)
     if unknown:  # added with `+`, or by a study's config: not a key of the schemas
@@ -104,16 +69,20 @@ def app(cfg: DictConfig) -> float | None:
     )
     if cfg.get("tuned_from"):  # each cell at the settings its search found best
         apply_tuned(cfg, list(hydra_cfg.overrides.task))
+    job = validated(cfg, ctx)
+    if job is None:  # a sweep's cell with a bad value: said, and the sweep goes on
+        return None
+    recorded_in = RunFolder(ctx.run_dir).record
     try:
-        record = execute_job(cfg, ctx)
+        record = execute_job(job, ctx)
     except (RunFolderError, CheckpointError) as err:  # nothing was written
         fail(str(err))
-    except (ValueError, FileNotFoundError) as err:  # a single run's configuration error
-        print(f"run recorded in {ctx.run_dir / 'run.json'}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as err:  # a single run's error, found building it
+        print(f"run recorded in {recorded_in}", file=sys.stderr)
         fail(str(err))
     if not multirun and os.environ.get("RANK", "0") == "0":  # rank 0 speaks for the run
         log.info(summary_line(ctx.run_dir, record))  # the console, and the run's train.log
-        log.info(f"run recorded in {ctx.run_dir / 'run.json'}")
+        log.info(f"run recorded in {recorded_in}")
     if record.status == RunStatus.interrupted and "BasicLauncher" in str(launcher.get("_target_")):
         # the signal was for this process: a sweep stops too (and says how to go on)
         print(record.error, file=sys.stderr)
@@ -123,6 +92,19 @@ def app(cfg: DictConfig) -> float | None:
             )
         sys.exit(INTERRUPTED_EXIT)
     return objective(record, cfg.objective)
+
+
+def validated(cfg: DictConfig, ctx: JobContext) -> JobConfig | None:
+    """The job's config as objects, its values checked before any folder is claimed or
+    record written. A bad value stops a single run (exit 2); a sweep's job says so in the
+    sweep's log and returns None, so one bad cell does not stop the others."""
+    try:
+        return JobConfig.from_config(cfg)
+    except ValueError as err:
+        if not ctx.multirun:
+            fail(str(err))
+        log.warning(f"job {ctx.job_num}: not run: {err}")
+        return None
 
 
 def apply_tuned(cfg: DictConfig, job_overrides: list[str]) -> None:
@@ -152,8 +134,6 @@ INTERRUPTED_EXIT = 3  # neither success (0) nor a configuration error (2)
 
 def parallel_jobs(launcher: dict) -> int:
     """How many jobs share this machine: joblib's workers (-1: one per CPU it may use)."""
-    from tiedharness.training.device import available_cpus
-
     n_jobs = launcher.get("n_jobs")
     if isinstance(n_jobs, int) and n_jobs != 0:
         return available_cpus() if n_jobs < 0 else n_jobs

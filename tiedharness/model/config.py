@@ -42,8 +42,8 @@ class Activation(Choice):
 
 
 class Init(Choice):
-    """Initialisation conventions (tiedharness/model/transformer.py, README's model
-    section for their sources). Each implies whether token embeddings are ×√d."""
+    """Initialisation conventions (tiedharness/model/transformer.py; their sources:
+    docs/model.md). Each implies whether token embeddings are ×√d."""
 
     fairseq = "fairseq"  # Xavier linears, N(0, d^-1/2) embeddings ×√d
     gpt2 = "gpt2"  # N(0, 0.02) everywhere, residual projections ÷√(residual sublayers)
@@ -69,7 +69,7 @@ class ModelConfig:
     # (fairseq yes, gpt2 and t5 no). See `scales_embeddings`.
     embed_scale: bool | None = None
     activation: Activation = Activation.relu  # of the feed-forward layers: relu | gelu
-    init: Init = Init.fairseq  # initialisation convention (README, "The model")
+    init: Init = Init.fairseq  # initialisation convention (docs/model.md)
 
     def __post_init__(self) -> None:
         coerce_choices(self, "model")
@@ -163,7 +163,7 @@ class SharingConfig:
     @property
     def name(self) -> str:
         """Label for tables and run records: 'none', 'qkv', 'embed_output+qkv', …
-        (tiedharness/model/labels.py makes and reads every sharing label)."""
+        (the strategy label of tiedharness/model/labels.py)."""
         return strategy_label(self.strategies)
 
     @classmethod

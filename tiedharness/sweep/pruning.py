@@ -1,6 +1,6 @@
 """Pruning a search's trials on the validation losses their runs report.
 
-With `hydra.sweeper.pruner` set (README, "Pruning a search"), the sweeper
+With `hydra.sweeper.pruner` set (docs/studies.md), the sweeper
 (tiedharness/sweep/search.py) hands each trial's job who it is: the study's storage, the
 study's name, the trial's number and the pruner, as one JSON value in the environment
 variable `TIEDHARNESS_TRIAL` (Hydra's `hydra.job.env_set`, so it reaches the job under
@@ -19,12 +19,12 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from tiedharness.tracking.record import RunRecord, RunStatus
+from tiedharness.tracking.record import RunStatus
+from tiedharness.tracking.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +164,9 @@ def tell(study: Any, trial: int, job_return: JobReturn) -> None:
 
 
 def run_status(job_return: JobReturn) -> RunStatus | None:
-    """The status in the job's run.json; None when there is none to read."""
+    """The status in the job's run record; None when there is none to read."""
     try:
-        folder = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
-        return RunRecord.read(folder / "run.json").status
+        folder = RunFolder(job_return.hydra_cfg.hydra.runtime.output_dir)
+        return folder.read_record().status
     except (AttributeError, ValueError):
         return None

@@ -43,7 +43,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tiedharness.tracking.record import RunRecord, RunStatus
-from tiedharness.tracking.run_folder import FINISHED, RunFolder, observed_status
+from tiedharness.tracking.run_folder import RECORD_FILE, RunFolder
+from tiedharness.tracking.start import FINISHED
 
 PROGRESS_FILE = "progress.jsonl"  # one line per job that ended, from every start
 TALLY_FILE = ".progress-tally.json"  # per start: jobs passed, worked on, kept
@@ -112,23 +113,21 @@ def read_sweep(sweep_dir: Path) -> list[tuple[Path, RunRecord | None]]:
     jobs: list[tuple[Path, RunRecord | None]] = []
     for folder in sorted(folders, key=lambda p: int(p.name)):
         try:
-            record = RunRecord.read(folder / "run.json")
+            record = RunFolder(folder).read_record()
         except ValueError:
             jobs.append((folder, None))
             continue
-        record.status = observed_status(record, folder)
+        record.status = RunFolder(folder).observed_status(record)
         jobs.append((folder, record))
     return jobs
 
 
 def written_since(folder: Path, since: float) -> bool:
-    """Whether the job's run.json was written after `since` (seconds since the epoch): the
+    """Whether the job's record was written after `since` (seconds since the epoch): the
     file's time, not the record's, whose timestamps count whole seconds only (a job kept
     from a start that ended in the same second would pass for a new one)."""
-    try:
-        return (folder / "run.json").stat().st_mtime >= since
-    except OSError:
-        return False
+    written = RunFolder(folder).record_mtime()
+    return written is not None and written >= since
 
 
 def how_started(folder: Path, record: RunRecord, since: float) -> str:
@@ -215,7 +214,7 @@ def continue_command(folder: Path, multirun: bool = True) -> str:
 
 def summary_line(folder: Path, record: RunRecord | None) -> str:
     if record is None:
-        return f"{folder.name:>4}  {'failed':<9} no readable run.json in {folder}"
+        return f"{folder.name:>4}  {'failed':<9} no readable {RECORD_FILE} in {folder}"
     metrics = record.metrics
     total = record.params.get("total")
     cells = [
@@ -239,7 +238,7 @@ def grid_size(config: DictConfig) -> int | None:
     sweeper that decides as it goes)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from tiedharness.sweep.search import grid_lines, is_search, planned_jobs
+    from tiedharness.sweep.grid import grid_lines, is_search, planned_jobs
 
     if is_search(config):
         return planned_jobs(config)
@@ -280,8 +279,8 @@ class SweepSummary(Callback):
             return
         folder = Path(config.hydra.runtime.output_dir)
         try:
-            record = RunRecord.read(folder / "run.json")
-            record.status = observed_status(record, folder)
+            record = RunFolder(folder).read_record()
+            record.status = RunFolder(folder).observed_status(record)
         except ValueError:
             record = None
         start, since = self.start, self.since
@@ -363,7 +362,7 @@ class SweepSummary(Callback):
         failed = counts.get("failed", 0)
         if failed:
             print(
-                f"{failed} job(s) failed: see 'error' and 'traceback' in their run.json",
+                f"{failed} job(s) failed: see 'error' and 'traceback' in their {RECORD_FILE}",
                 file=sys.stderr,
             )
             sys.exit(1)

@@ -180,7 +180,7 @@ def building(path: Path) -> Iterator[None]:
     """An exclusive lock on a cache entry while it is looked up and, if missing, built:
     jobs of a sweep started side by side build each task's data once, not each."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
+    with open(path.with_name(f"{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

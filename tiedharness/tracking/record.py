@@ -1,10 +1,9 @@
-"""The run record: what one job leaves in `run.json`, typed.
+"""The run record: what one job leaves in its run folder, typed.
 
-The job writes it, the sweep summary, the aggregator and the W&B reader read it back
-through this one class. Every field is described in docs/run-record.md. Files written
-with an older schema (1: before the `interrupted` status and the always-present `wandb`
-and `finished_at` fields; 2: before `host`, `pid`, `attempt` and `resumes`; 3: before
-`budgets`) load unchanged.
+The run folder (run_folder.py) writes and reads it; the sweep summary, the aggregator and
+the W&B reader all get it through this one class. Every field is described in
+docs/run-record.md. One schema version is read: a record of another version is refused,
+naming it.
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tiedharness.atomic import write_json_atomic
 from tiedharness.schema import Choice
 
 SCHEMA_VERSION = 4
-READABLE_SCHEMAS = (1, 2, 3, 4)
 
 
 class RunStatus(Choice):
@@ -80,12 +77,15 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunRecord:
-        """A record from run.json's contents; raises ValueError for anything else."""
+        """A record from its JSON form; raises ValueError for anything else."""
         if not isinstance(values, dict) or "run_id" not in values or "status" not in values:
             raise ValueError("not a run record (no run_id or status)")
         schema = values.get("schema", 1)
-        if schema not in READABLE_SCHEMAS:
-            raise ValueError(f"run record schema {schema} is newer than this tiedharness reads")
+        if schema != SCHEMA_VERSION:
+            raise ValueError(
+                f"run record schema {schema}: this tiedharness reads schema {SCHEMA_VERSION} "
+                "only; train the run again, or aggregate it with the release that wrote it"
+            )
         known = {f.name for f in fields(cls)}
         record = cls(**{k: v for k, v in values.items() if k in known})
         record.status = RunStatus(values["status"])
@@ -98,8 +98,3 @@ class RunRecord:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError, TypeError) as err:
             raise ValueError(f"unreadable run record {path}: {err}") from err
-
-    def write(self, folder: Path) -> Path:
-        path = Path(folder) / "run.json"
-        write_json_atomic(path, self.to_dict())
-        return path

@@ -1,8 +1,8 @@
 """Where metrics go. Computing them is the training package's job; this only records them.
 
 One `Trackers` container per run fans each `log(...)` out to its backends:
-- local (always on): `history.jsonl`, one JSON object per log call, appended as training
-  goes, and `run.json`, the run's record (tiedharness/tracking/record.py), rewritten atomically;
+- local (always on): the run folder's history, one JSON object per log call, appended as
+  training goes (the run record itself is the job's to write, through its RunFolder);
 - W&B (`logger=wandb`), imported only when used; online when an API key is configured,
   offline otherwise, `logger.wandb.mode` decides when set;
 - none (`logger=none`): local files only.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 import re
@@ -27,23 +26,20 @@ log = logging.getLogger(__name__)
 
 
 class LocalTracker:
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.history = run_dir / "history.jsonl"
-        # lines in history.jsonl: a checkpoint keeps it, so a resume cuts back to it
-        self.rows = RunFolder(run_dir).history_rows()
+    def __init__(self, folder: RunFolder) -> None:
+        self.folder = folder
+        # history rows so far: a checkpoint keeps the count, so a resume cuts back to it
+        self.rows = folder.history_rows()
 
     def start(self, record: RunRecord) -> None:
-        """Nothing to open: run.json is written once every tracker has started."""
+        """Nothing to open."""
 
     def log(self, row: dict) -> None:
-        with self.history.open("a") as f:
-            f.write(json.dumps(finite(row)) + "\n")
+        self.folder.append_history(row)
         self.rows += 1
 
-    def finish(self, record: RunRecord) -> None:
-        record.write(self.run_dir)
+    def finish(self, record: RunRecord, decoded: dict[str, list[dict]]) -> None:
+        """Nothing to close: the job writes the record and the decoded examples."""
 
 
 def wandb_api_key_configured() -> bool:
@@ -94,6 +90,21 @@ def open_wandb_run(
     return run
 
 
+def log_eval_entry(record: RunRecord, key: str, entry: dict, run_dir: Path) -> None:
+    """tiedharness-eval's entry into the run's own W&B run (its id, resume="allow"), as
+    eval/<key>/<score>; W&B's files go to the run folder where it is now (it may have
+    moved since training). Nothing when the run was not logged to W&B."""
+    if not record.wandb or not record.wandb.get("id"):
+        return
+    logger = (record.config.get("logger") or {}).get("wandb") or {}
+    mode = record.wandb.get("mode", "offline")
+    options = {"project": logger.get("project"), "entity": logger.get("entity")}
+    with open_wandb_run(run_dir, mode, id=record.wandb["id"], resume="allow", **options) as run:
+        run.summary.update(
+            {f"eval/{key}/{k}": v for k, v in entry.items() if isinstance(v, int | float)}
+        )
+
+
 @functools.cache
 def installed_packages() -> str:
     """`name==version` of every installed distribution, sorted: W&B's requirements.txt."""
@@ -128,9 +139,9 @@ def wandb_run_id(record: RunRecord) -> str:
 class WandbTracker:
     """One W&B run: grouped by sweep, typed by task, tagged with task, strategy and model."""
 
-    def __init__(self, options: WandbConfig, run_dir: Path, quiet: bool) -> None:
+    def __init__(self, options: WandbConfig, folder: RunFolder, quiet: bool) -> None:
         self.options = options
-        self.run_dir = run_dir
+        self.folder = folder
         self.quiet = quiet  # in sweeps: no console capture, and not even our one line
         self.mode = wandb_mode(options.mode and str(options.mode))
         self.run = None
@@ -138,7 +149,7 @@ class WandbTracker:
     def start(self, record: RunRecord) -> None:
         tags = [record.task, record.sharing, record.model, *self.options.tags]
         self.run = open_wandb_run(
-            self.run_dir,
+            self.folder.path,
             self.mode,
             not self.options.verbose,
             console="off" if self.quiet else "auto",
@@ -163,7 +174,11 @@ class WandbTracker:
         # a run's summary shows its best loss and score, not the last logged
         for name, best in SUMMARY_BEST.items():
             self.run.define_metric(name, step_metric="step", summary=best)
-        record.wandb = {"mode": self.mode, "id": self.run.id, "dir": str(self.run_dir / "wandb")}
+        record.wandb = {
+            "mode": self.mode,
+            "id": self.run.id,
+            "dir": str(self.folder.path / "wandb"),
+        }
         if not self.quiet and not self.options.verbose:  # W&B itself stays silent
             if self.mode == "offline":
                 where = f"offline; upload with: wandb sync {Path(self.run.dir).parent}"
@@ -175,7 +190,7 @@ class WandbTracker:
         if self.run is not None:
             self.run.log(finite(row))
 
-    def finish(self, record: RunRecord) -> None:
+    def finish(self, record: RunRecord, decoded: dict[str, list[dict]]) -> None:
         if self.run is None:
             return
         params = record.params
@@ -183,7 +198,7 @@ class WandbTracker:
         for component, n in (params.get("by_component") or {}).items():
             summary[f"params/by_component/{component}"] = n
         # the best-of metrics keep the summary W&B computed from their history (shown as
-        # `val_loss.min`); the run's final values, what run.json holds, go under final/
+        # `val_loss.min`); the run's final values, what the run record holds, go under final/
         metrics = finite(record.metrics)
         summary.update({k: v for k, v in metrics.items() if k not in SUMMARY_BEST})
         summary.update({f"final/{k}": v for k, v in metrics.items() if k in SUMMARY_BEST})
@@ -192,7 +207,7 @@ class WandbTracker:
             summary["data/overlap"] = overlap
         summary["status"] = str(record.status)
         self.run.summary.update(summary)
-        self._log_samples()
+        self._log_samples(decoded)
         if self.options.log_checkpoint and record.status == RunStatus.completed:
             self._log_checkpoint(record)
         # a pruned trial ended as its search asked: not a crash in W&B's view
@@ -200,30 +215,23 @@ class WandbTracker:
         self.run.finish(exit_code=0 if succeeded else 1)
         self.run = None
 
-    def _log_samples(self, rows: int = 100) -> None:
+    def _log_samples(self, decoded: dict[str, list[dict]], rows: int = 100) -> None:
         """The decoded examples of each split (source, reference, hypothesis) as a table in
         the summary, `samples/<split>`: the first `rows` of what BLEU / exact match was
         computed on."""
         import wandb
 
-        for split in ("valid", "test"):
-            path = self.run_dir / f"decoded-{split}.jsonl"
-            if not path.is_file():
-                continue
-            with path.open() as f:
-                decoded = [json.loads(line) for _, line in zip(range(rows), f, strict=False)]
+        for split, examples in decoded.items():
             columns = ["index", "source", "reference", "hypothesis"]
-            data = [[row.get(c) for c in columns] for row in decoded]
+            data = [[row.get(c) for c in columns] for row in examples[:rows]]
             # in the summary, not the history: the run's curves keep one row per log
             self.run.summary[f"samples/{split}"] = wandb.Table(columns=columns, data=data)
 
     def _log_checkpoint(self, record: RunRecord) -> None:
-        """The final checkpoint.pt as a model artifact, with the run's final metrics."""
+        """The final checkpoint as a model artifact, with the run's final metrics."""
         import wandb
 
-        from tiedharness.checkpoint import checkpoint_path
-
-        path = checkpoint_path(self.run_dir)
+        path = self.folder.checkpoint
         if not path.is_file():
             return
         keep = ("steps", "tokens", "val_loss", "val_bpc", "bleu", "chrf", "exact_match")
@@ -241,21 +249,19 @@ class Trackers:
 
     def __init__(
         self,
-        run_dir: Path,
+        folder: RunFolder,
         wandb_options: WandbConfig | None,
         quiet: bool = False,
         enabled: bool = True,
     ) -> None:
-        self.local = LocalTracker(run_dir) if enabled else None
+        self.local = LocalTracker(folder) if enabled else None
         self.backends: list = [self.local] if enabled else []
         if wandb_options is not None and enabled:
-            self.backends.append(WandbTracker(wandb_options, run_dir, quiet))
+            self.backends.append(WandbTracker(wandb_options, folder, quiet))
 
     def start(self, record: RunRecord) -> None:
         for backend in self.backends:
             backend.start(record)
-        if self.local is not None:  # once, with what the job built and the W&B run id
-            record.write(self.local.run_dir)
 
     def log(self, row: dict) -> None:
         for backend in self.backends:
@@ -266,12 +272,13 @@ class Trackers:
         """Lines in history.jsonl so far."""
         return self.local.rows if self.local is not None else 0
 
-    def finish(self, record: RunRecord) -> None:
-        """Close every backend, even if one of them raises; run.json is written last."""
+    def finish(self, record: RunRecord, decoded: dict[str, list[dict]]) -> None:
+        """Close every backend, even if one of them raises; `decoded`: each split's decoded
+        examples, for W&B's sample tables."""
         errors = []
         for backend in reversed(self.backends):
             try:
-                backend.finish(record)
+                backend.finish(record, decoded)
             except Exception as err:  # recorded, re-raised once all are closed
                 errors.append(err)
         if errors:

@@ -47,19 +47,29 @@ def branch_plan(cfg: TrainerConfig, total_steps: int | None) -> list[Branch]:
 
 class BudgetBranches:
     """The branches of one run: which one is due, the one running (with the main run's
-    state at its fork, restored when it ends), and the budgets evaluated so far."""
+    state at its fork, restored when it ends), and the run's budgets evaluated so far:
+    each branch's end, and the whole budget's once the run records it."""
 
     def __init__(self, cfg: TrainerConfig, total_steps: int | None) -> None:
         self.plan = branch_plan(cfg, total_steps)
         self.active: Branch | None = None
         self.main: dict | None = None  # the main run's trainer state at the active fork
-        self.budgets: list[dict] = []  # fraction, step, tokens and metrics of each budget
+        self._budgets: list[dict] = []  # fraction, step, tokens and metrics of each budget
+
+    @property
+    def budgets(self) -> list[dict]:
+        """The budgets evaluated so far, smallest first."""
+        return sorted(self._budgets, key=lambda budget: budget["fraction"])
+
+    def record_whole(self, step: int, tokens: int, metrics: dict) -> None:
+        """The whole budget's metrics (fraction 1.0): the run's final evaluation."""
+        self._budgets.append({"fraction": 1.0, "step": step, "tokens": tokens, **metrics})
 
     def due(self, step: int) -> Branch | None:
         """The branch that forks at `step`, unless it ran already or one is running."""
         if self.active is not None:
             return None
-        done = {budget["fraction"] for budget in self.budgets}
+        done = {budget["fraction"] for budget in self._budgets}
         return next((b for b in self.plan if b.fork == step and b.fraction not in done), None)
 
     def fork(self, branch: Branch, main_state: dict) -> None:
@@ -68,17 +78,17 @@ class BudgetBranches:
     def join(self, budget: dict) -> dict:
         """Record the active branch's budget; returns the main run's state to restore."""
         main, self.active, self.main = self.main, None, None
-        self.budgets.append(budget)
+        self._budgets.append(budget)
         return main
 
     def state_dict(self) -> dict:
         return {
             "active": None if self.active is None else asdict(self.active),
             "main": self.main,
-            "budgets": [dict(b) for b in self.budgets],
+            "budgets": [dict(b) for b in self._budgets],
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.active = None if state["active"] is None else Branch(**state["active"])
         self.main = state["main"]
-        self.budgets = [dict(b) for b in state["budgets"]]
+        self._budgets = [dict(b) for b in state["budgets"]]

@@ -1,4 +1,4 @@
-"""Where a run computes: device choice, CPU threads, seeds, autocast, synchronisation,
+"""Where a run computes: device choice, seeds, autocast, synchronisation,
 peak memory, and the environment a run records."""
 
 from __future__ import annotations
@@ -34,18 +34,6 @@ def job_device(name: str, local_rank: int | None = None) -> torch.device:
     if local_rank is not None and device.type == "cuda":
         return torch.device("cuda", local_rank)
     return device
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on: its affinity (taskset, cgroups), and no more
-    than SLURM allocated to the task (where SLURM does not bind CPUs), not the machine's
-    count."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS has no affinity
-        cpus = os.cpu_count() or 1
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    return min(cpus, int(slurm)) if slurm.isdigit() and int(slurm) > 0 else cpus
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -12,8 +12,14 @@ import time
 
 import torch
 
-from tiedharness.model.decoding import beam_translate, greedy_continue, greedy_translate
+from tiedharness.model.decoding import (
+    LengthPenalty,
+    beam_translate,
+    greedy_continue,
+    greedy_translate,
+)
 from tiedharness.model.transformer import Transformer
+from tiedharness.tasks.batching import Batch, collate
 from tiedharness.tasks.data import TaskData
 from tiedharness.training.config import TrainerConfig
 from tiedharness.training.device import autocast, synchronize
@@ -33,7 +39,12 @@ LM_PREFIX, LM_NEW_TOKENS, LM_BATCH = 16, 32, 64  # LM decoding speed: prompt, co
 class Evaluator:
     """Validation loss (and bits per character) on `trainer.eval_examples` examples drawn
     across the split, and greedy decoding of `trainer.decode_examples` drawn the same way:
-    the same examples for every run on the same data, so runs pair up."""
+    the same examples for every run on the same data, so runs pair up.
+
+    Decoding options (tiedharness-eval's; training decodes greedily): `beam` > 1 searches
+    with `length_penalty` (a float α, or a `LengthPenalty`), `max_new_tokens` caps the
+    outputs (None: twice the source plus 10), `batch_size` decodes that many sources a
+    batch (None: the task's token-budget batches)."""
 
     def __init__(
         self,
@@ -42,11 +53,16 @@ class Evaluator:
         cfg: TrainerConfig,
         device: torch.device,
         dist: Dist | None = None,
+        *,
+        beam: int = 1,
+        length_penalty: float | LengthPenalty = 1.0,
+        max_new_tokens: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
         self.dist = dist or Dist()
-        self.beam, self.length_penalty = 1, 1.0  # beam 1: greedy (tiedharness-eval sets them)
-        self.max_new_tokens: int | None = None  # None: twice the source plus 10
+        self.beam, self.length_penalty = beam, length_penalty
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         # DDP: each rank evaluates a share of the losses, rank 0 decodes; FSDP2: a forward
         # needs every rank, so every rank evaluates everything (rank 0 records it)
         self.shared = self.dist.active and not cfg.fsdp
@@ -145,7 +161,7 @@ class Evaluator:
         position = {i: p for p, i in enumerate(indices.tolist())}
         hypotheses: list[str] = [""] * len(indices)
         generated, seconds = 0, 0.0
-        for batch in self.data.batches(split, indices):
+        for batch in self._decode_batches(split, indices):
             batch = batch.to(self.device)
             wanted = self.max_new_tokens or 2 * batch.src.shape[1] + 10
             max_len = min(self.model.cfg.max_len - 1, wanted)  # the model's positions cap it
@@ -161,6 +177,15 @@ class Evaluator:
                 ids = row[: row.index(EOS_ID)] if EOS_ID in row else row
                 hypotheses[position[i]] = self.data.detokenize(ids)
         return hypotheses, generated, seconds
+
+    def _decode_batches(self, split: str, indices: torch.Tensor) -> list[Batch]:
+        """The task's batches of `indices`, in their length order; with `batch_size`, cut
+        again into that many sources a batch."""
+        batches = self.data.batches(split, indices)
+        if not self.batch_size or not batches:
+            return batches
+        chunks = torch.cat([b.indices for b in batches]).split(self.batch_size)
+        return [collate(self.data.splits[split], chunk) for chunk in chunks]
 
     def _lm_speed(self, split: str, indices: torch.Tensor) -> dict:
         """Generated tokens per second continuing LM_PREFIX-token prompts of the split."""

@@ -6,8 +6,8 @@ or wall-clock) is spent, logging the training loss every `log_every` steps, call
 `checkpoint_every_s` seconds. At each step boundary it checks `stop` (a signal arrived):
 then it checkpoints and returns `interrupted`. It knows nothing of evaluation, costs,
 files or where the numbers go: tiedharness/training/session.py wires those in.
-`state_dict()` holds everything a resumed run needs to continue exactly where this one
-stopped.
+training/state.py turns it into everything a resumed run needs to continue exactly where
+this one stopped.
 
 A step is one optimizer update over `accum_steps` × world-size consecutive batches of the
 epoch's order: each rank of a data-parallel run takes `accum_steps` of them, and the
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import statistics
 import time
 from collections.abc import Callable
@@ -43,12 +42,12 @@ from tiedharness.training.device import resolve_device, synchronize
 from tiedharness.training.distributed import Dist, data_parallel
 from tiedharness.training.metrics import mean_loss
 from tiedharness.training.optim import build_optimizer, lr_factor
+from tiedharness.training.state import core_state, load_core_state
 
 if TYPE_CHECKING:
     from tiedharness.tasks.data import TaskData
 
 Row = dict[str, float]
-COUNTERS = ("step", "tokens", "epoch", "batch_in_epoch", "train_s")  # in a checkpoint
 
 
 class Outcome(Choice):
@@ -61,7 +60,7 @@ class Outcome(Choice):
 
 
 @dataclass
-class TrainResult:
+class FitResult:
     outcome: Outcome
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -82,10 +81,10 @@ class Trainer:
         dist: Dist | None = None,
     ) -> None:
         self.cfg, self.log = cfg, log
-        self.train, self.max_tokens = data.splits["train"], data.max_tokens
+        self.examples, self.max_tokens = data.splits["train"], data.max_tokens  # training split
         self.device, self.dist = device or resolve_device(cfg.device), dist or Dist()
         self._order: tuple[int, list[Tensor]] | None = None  # (epoch, its batches)
-        self._targets = self.train.sizes()[1]  # target tokens per example (EOS included)
+        self._targets = self.examples.sizes()[1]  # target tokens per example (EOS included)
         self.model = model.to(self.device)
         self.parallel = data_parallel(self.model, cfg.fsdp, self.dist, self.device)  # DDP or FSDP2
         self.forward = torch.compile(self.parallel) if cfg.compile else self.parallel
@@ -98,7 +97,7 @@ class Trainer:
         self.train_s = 0.0  # seconds inside training steps
         self.window: list[float] = []  # losses since the last log
         self.train_loss: float | None = None
-        self._losses: list[Tensor] = []  # this rank's step losses, on the device, until a log
+        self.pending: list[Tensor] = []  # this rank's step losses, on the device, until a log
         self._clock: float | None = None  # when the current stretch of steps began
         self._time_up = False  # the wall-clock budget, as the ranks agreed
 
@@ -114,7 +113,7 @@ class Trainer:
         start with epoch 0's)."""
         if self._order is None or self._order[0] != epoch:
             seed = self.cfg.seed * 100_003 + epoch
-            order = token_batches(*self.train.sizes(), self.max_tokens, shuffle=True, seed=seed)
+            order = token_batches(*self.examples.sizes(), self.max_tokens, shuffle=True, seed=seed)
             self._order = (epoch, order)
         return self._order[1]
 
@@ -128,11 +127,11 @@ class Trainer:
         return math.ceil(self.cfg.max_train_tokens / max(mean, 1.0))
 
     def first_batch(self) -> Batch:
-        return collate(self.train, self.batches(0)[0]).to(self.device)
+        return collate(self.examples, self.batches(0)[0]).to(self.device)
 
     # ------------------------------------------------------------------ steps
 
-    def train_step(self, micro_batches: list[Batch]) -> Tensor:
+    def update(self, micro_batches: list[Batch]) -> Tensor:
         """One optimizer update over this rank's micro-batches; returns their mean loss,
         detached, on the device."""
         self.model.train()
@@ -175,7 +174,7 @@ class Trainer:
         k, rank = self.cfg.accum_steps, self.dist.rank
         pin = self.device.type == "cuda"
         return [
-            collate(self.train, idx).to(self.device, pin=pin)
+            collate(self.examples, idx).to(self.device, pin=pin)
             for idx in group[rank * k : (rank + 1) * k]
         ]
 
@@ -208,7 +207,7 @@ class Trainer:
         checkpoint: Callable[[], None] | None = None,
         stop: Callable[[], bool] = lambda: False,
         evaluate_budget: Callable[[], Row] | None = None,
-    ) -> TrainResult:
+    ) -> FitResult:
         """Train until the budget is spent, the loss diverges or `stop()` says so;
         `evaluate` runs every `eval_every` steps but not at the last one: the caller
         evaluates (and checkpoints) the end. `evaluate_budget` measures the end of each
@@ -241,7 +240,7 @@ class Trainer:
         if outcome is Outcome.completed and not self._read_losses():
             outcome = Outcome.diverged
         bar.close()
-        return TrainResult(outcome, self.summary())
+        return FitResult(outcome, self.summary())
 
     def _epoch(self, started: float, evaluate: Callable[[], Row] | None, bar) -> Outcome:
         """Steps through the rest of the current epoch; returns how it ended. An
@@ -252,7 +251,7 @@ class Trainer:
             if branch := self.branches.due(self.step):
                 self._fork(branch)
             group = order[self.batch_in_epoch : self.batch_in_epoch + per_step]
-            self._losses.append(self.train_step(self._step_batches(group)))
+            self.pending.append(self.update(self._step_batches(group)))
             self.batch_in_epoch += per_step
             self.tokens += sum(int(self._targets[idx].sum()) for idx in group)  # every rank's
             bar.update(1)
@@ -282,8 +281,8 @@ class Trainer:
     def _fork(self, branch: Branch) -> None:
         """Enter `branch`: keep the main run's state, start a fresh loss window."""
         self._clock_stop()
-        self.branches.fork(branch, copy.deepcopy(self._core_state()))
-        self.window, self._losses = [], []
+        self.branches.fork(branch, copy.deepcopy(core_state(self)))
+        self.window, self.pending = [], []
         self._clock_start()
 
     def _join(self) -> None:
@@ -295,7 +294,7 @@ class Trainer:
         self.log(self.progress_row(**metrics))
         budget = {"fraction": self.branches.active.fraction, "step": self.step}
         main = self.branches.join({**budget, "tokens": self.tokens, **metrics})
-        self._load_core_state(main)
+        load_core_state(self, main)
         self._clock_start()
 
     def _out_of_time(self, started: float) -> bool:
@@ -304,10 +303,10 @@ class Trainer:
     def _read_losses(self) -> bool:
         """Move the device-side step losses (averaged over ranks) into the log window;
         False when one is not finite."""
-        if not self._losses:
+        if not self.pending:
             return True
-        losses = self.dist.mean(torch.stack(self._losses)).tolist()  # the one host sync
-        self._losses = []
+        losses = self.dist.mean(torch.stack(self.pending)).tolist()  # the one host sync
+        self.pending = []
         self.window.extend(losses)
         return all(math.isfinite(x) for x in losses)
 
@@ -360,56 +359,3 @@ class Trainer:
         if self.branches.active is not None:
             row["branch"] = self.branches.active.fraction
         return {**row, **values}
-
-    # ------------------------------------------------------------------ resume
-
-    def state_dict(self) -> dict:
-        """Model (each tied tensor once), optimizer, counters, data position, the loss
-        window, the RNG states and the budget branches: enough to continue bit for bit on
-        CPU, inside a branch too."""
-        return {**self._core_state(), "branches": self.branches.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._load_core_state(state)
-        if "branches" in state:  # checkpoints from before budget branches have none
-            self.branches.load_state_dict(state["branches"])
-
-    def _core_state(self) -> dict:
-        """The training state proper: what a budget branch keeps of the main run."""
-        if self.cfg.fsdp:
-            from tiedharness.training.sharding import full_state
-
-            model, optimizer = full_state(self.model, self.optimizer)
-        else:
-            model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
-        counters = {name: getattr(self, name) for name in COUNTERS}
-        return {
-            "model": model,
-            "optimizer": optimizer,
-            "counters": counters,
-            "window": list(self.window),
-            "pending": [float(x) for x in self._losses],  # step losses not yet logged
-            "train_loss": self.train_loss,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": random.getstate(),
-            },
-        }
-
-    def _load_core_state(self, state: dict) -> None:
-        if self.cfg.fsdp:
-            from tiedharness.training.sharding import load_full_state
-
-            load_full_state(self.model, self.optimizer, state)
-        else:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        for name, value in state["counters"].items():
-            setattr(self, name, value)
-        self.window, self.train_loss = list(state["window"]), state["train_loss"]
-        self._losses = [torch.tensor(x, device=self.device) for x in state.get("pending", [])]
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        random.setstate(state["rng"]["python"])

@@ -6,32 +6,34 @@ wires them in as named parts:
 - `ValidationCurve`: the validation loss every `trainer.eval_every` steps, the curve
   of (tokens, validation loss) that convergence is judged on, and the seconds all
   evaluations took (`eval_s`);
-- `Checkpointer`: checkpoint.pt (tiedharness/checkpoint.py) with the trainer's state, the
+- `Checkpointer`: the checkpoint (tiedharness/checkpoint.py) of the trainer's state, the
   curve, and how many history rows had been logged, so a resume cuts the history back;
+  the job hands in where it is written;
 - the output layer's cost profile (costs.py), measured before any resume so that the
   checkpoint's RNG states win;
-- the evaluation at the end of each budget branch (branches.py), and `budgets`: the
-  run's metrics at each budget, the whole budget last;
+- the evaluation at the end of each budget branch (branches.py, which keeps the run's
+  metrics at each budget, the whole budget last);
 - the final evaluation, its decoded examples, and the final checkpoint;
 - `on_validation(step, val_loss) -> bool` (optional, `OnValidation`): shown every
   validation loss on rank 0; True stops the run there, `pruned` (a search's pruner:
   tiedharness/sweep/pruning.py, handed in by the job; training imports none of it).
 
-The job (tiedharness/job.py) builds the model and data before and records what it returns.
+The job (tiedharness/job.py) builds the model and data before and records what it returns
+(`Trained`); the session writes no file.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from tiedharness.checkpoint import save_checkpoint
+from tiedharness.checkpoint import curve, make_checkpoint, trainer_state
 from tiedharness.model.transformer import Transformer
 from tiedharness.training.config import ANNEALED, TrainerConfig
 from tiedharness.training.convergence import convergence
@@ -40,6 +42,7 @@ from tiedharness.training.device import synchronize
 from tiedharness.training.distributed import Dist
 from tiedharness.training.evaluation import Evaluator
 from tiedharness.training.loop import Outcome, Row, Trainer
+from tiedharness.training.state import load_trainer_state, trainer_state_dict
 
 if TYPE_CHECKING:
     from tiedharness.tasks.data import TaskData
@@ -72,6 +75,16 @@ OnValidation = Callable[[int, float], bool]
 
 class _StopAfterValidation(Exception):
     """Raised out of the loop's evaluation when `on_validation` asked to stop."""
+
+
+@dataclass
+class Trained:
+    """How a session ended and what it measured, for the job to record."""
+
+    outcome: Outcome
+    metrics: dict
+    budgets: list[dict] = field(default_factory=list)  # the metrics at each budget, smallest first
+    decoded: dict[str, list[dict]] = field(default_factory=dict)  # split → decoded examples
 
 
 class ValidationCurve:
@@ -131,28 +144,33 @@ class ValidationCurve:
         return row
 
 
+# Writes a checkpoint where the job keeps it (rank 0 only is handed one).
+WriteCheckpoint = Callable[[dict], None]
+
+
 class Checkpointer:
-    """checkpoint.pt in the run folder. Every rank calls `save` at the same step (FSDP2
-    gathers the state from all of them); rank 0 writes."""
+    """The run's checkpoint. Every rank calls `save` at the same step (FSDP2 gathers the
+    state from all of them); rank 0 writes."""
 
     def __init__(
-        self, run_dir: Path, trainer: Trainer, curve: ValidationCurve, history: History, dist: Dist
+        self,
+        write: WriteCheckpoint,
+        trainer: Trainer,
+        curve: ValidationCurve,
+        history: History,
+        dist: Dist,
     ) -> None:
-        self.run_dir, self.trainer, self.curve = run_dir, trainer, curve
+        self.write, self.trainer, self.curve = write, trainer, curve
         self.history, self.dist = history, dist
 
     def save(self) -> None:
-        state = {
-            "trainer": self.trainer.state_dict(),
-            "curve": self.curve.points,
-            "history_rows": self.history.rows,
-        }
+        state = trainer_state_dict(self.trainer)
         if self.dist.main:
-            save_checkpoint(self.run_dir, state)
+            self.write(make_checkpoint(state, self.curve.points, self.history.rows))
 
     def restore(self, checkpoint: dict) -> None:
-        self.trainer.load_state_dict(checkpoint["trainer"])
-        self.curve.points = [tuple(point) for point in checkpoint["curve"]]
+        load_trainer_state(self.trainer, trainer_state(checkpoint))
+        self.curve.points = curve(checkpoint)
 
 
 class TrainingSession:
@@ -161,42 +179,38 @@ class TrainingSession:
         model: Transformer,
         data: TaskData,
         cfg: TrainerConfig,
-        run_dir: Path,
         history: History,
+        write_checkpoint: WriteCheckpoint,
         *,
         device: torch.device,
         dist: Dist,
     ) -> None:
-        self.data, self.run_dir, self.dist = data, run_dir, dist
+        self.data, self.dist = data, dist
         self.trainer = Trainer(model, data, cfg, device=device, log=history.log, dist=dist)
         self.evaluator = Evaluator(self.trainer.model, data, cfg, device, dist)
         self.curve = ValidationCurve(self.evaluator, self.trainer)
-        self.checkpointer = Checkpointer(run_dir, self.trainer, self.curve, history, dist)
+        self.checkpointer = Checkpointer(write_checkpoint, self.trainer, self.curve, history, dist)
 
     def costs(self, cache_dir: Path | None) -> dict:
-        """The output layer's costs (tiedharness/training/costs.py); call before `resume`."""
+        """The output layer's costs (tiedharness/training/costs.py), measured before `run`
+        restores a checkpoint, so that the checkpoint's RNG states win."""
         return output_layer_costs(self.trainer, self.data.vocab, cache_dir)
-
-    @property
-    def budgets(self) -> list[dict]:
-        """The run's metrics at each budget evaluated so far, smallest first."""
-        return sorted(self.trainer.branches.budgets, key=lambda b: b["fraction"])
-
-    def resume(self, checkpoint: dict) -> None:
-        self.checkpointer.restore(checkpoint)
 
     def run(
         self,
         stop: Callable[[], bool],
+        resume_from: dict | None = None,
         progress: bool = False,
         say: Callable[[str], None] = lambda message: None,
         on_validation: OnValidation | None = None,
-    ) -> tuple[Outcome, dict]:
-        """Train until the budget is spent (then evaluate, decode and checkpoint the end),
-        the loss diverges, `stop()` asks (`interrupted`) or `on_validation` does after a
-        validation (`pruned`: no final evaluation, no checkpoint); returns how it ended
-        and what was measured."""
+    ) -> Trained:
+        """Train (from the checkpoint `resume_from`, if given) until the budget is spent
+        (then evaluate, decode and checkpoint the end), the loss diverges, `stop()` asks
+        (`interrupted`) or `on_validation` does after a validation (`pruned`: no final
+        evaluation, no checkpoint); returns how it ended and what was measured."""
         trainer = self.trainer
+        if resume_from is not None:
+            self.checkpointer.restore(resume_from)
         watched = on_validation is not None or self.dist.active  # every rank asks rank 0
         evaluate = self._watched(on_validation) if watched else self.curve.evaluate
         try:
@@ -208,7 +222,8 @@ class TrainingSession:
                 evaluate_budget=self.curve.budget,
             )
         except _StopAfterValidation:
-            return Outcome.pruned, {**trainer.summary(), "eval_s": self.curve.eval_s}
+            metrics = {**trainer.summary(), "eval_s": self.curve.eval_s}
+            return Trained(Outcome.pruned, metrics, trainer.branches.budgets)
         metrics = dict(result.metrics)
         if result.outcome is Outcome.completed:
             say("final evaluation: validation and test loss, decoding…")
@@ -217,13 +232,10 @@ class TrainingSession:
             metrics.update(final)
             trainer.log(trainer.progress_row(**final))
             whole = {k: final[k] for k in BUDGET_METRICS if k in final}
-            trainer.branches.budgets.append(
-                {"fraction": 1.0, "step": trainer.step, "tokens": trainer.tokens, **whole}
-            )
-            if self.dist.main:
-                write_decoded(self.run_dir, self.evaluator.decoded)
+            trainer.branches.record_whole(trainer.step, trainer.tokens, whole)
         metrics["eval_s"] = self.curve.eval_s
-        return result.outcome, metrics
+        decoded = self.evaluator.decoded if self.dist.main else {}
+        return Trained(result.outcome, metrics, trainer.branches.budgets, decoded)
 
     def _watched(self, on_validation: OnValidation | None) -> Callable[[], Row]:
         """The curve's evaluation, shown to rank 0's `on_validation` (the other ranks have
@@ -241,11 +253,3 @@ class TrainingSession:
             return row
 
         return evaluate
-
-
-def write_decoded(run_dir: Path, decoded: dict[str, list[dict]]) -> None:
-    """The decoded examples of each split, one JSON object a line (index into the split,
-    hypothesis, reference): what BLEU was computed on, for paired tests between runs."""
-    for split, rows in decoded.items():
-        with (run_dir / f"decoded-{split}.jsonl").open("w") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

@@ -5,7 +5,7 @@ positions, output projection, final norms) the root unit. A tie must stay inside
 unit, or FSDP2 would hold the tied tensor twice: embedding/output ties (embed_output,
 encdec_vocab, three_way, positional) live in the root and attention ties (qkv, qk, kv) in
 one layer, so they shard; cross-layer sharing ties parameters of different layers, and is
-refused with a message that names it. The contract: README, "Scale".
+refused with a message that names it. The contract: docs/running.md.
 """
 
 from __future__ import annotations

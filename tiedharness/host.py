@@ -1,4 +1,7 @@
-"""The CPUs of one host shared fairly between the tiedharness jobs running on it.
+"""What the jobs on one host settle among themselves: their share of its CPUs, and the
+run folder the ranks of one torchrun run share.
+
+**The CPUs**, shared fairly between the tiedharness jobs running on the host.
 
 torch takes every core it may use. Two processes doing so on one machine (two sweeps, or
 two processes resuming one sweep) each get a fraction of a core per thread and OpenMP's
@@ -15,12 +18,17 @@ with different counts (1 vs 2 threads: the quick cell's training loss 1.8e-4 apa
 The registry is per user and per host (`$TIEDHARNESS_CPU_REGISTRY`, default
 `<tmp>/tiedharness-cpus-<uid>`): on a cluster it must not sit on a shared filesystem, whose
 locks and process ids are not this host's.
+
+**The torchrun hand-off**: every rank of a torchrun run resolves the run folder's name
+from its own clock; rank 0 creates the folder and marks it with the run's id, and the
+other ranks wait for that mark and train in the folder it is in (`new_folder`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import socket
@@ -30,11 +38,58 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
-from tiedharness.training.device import available_cpus
+from tiedharness.tracking.run_folder import RunFolder
 
 POLL_S = 0.5
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity (taskset, cgroups), and no more
+    than SLURM allocated to the task (where SLURM does not bind CPUs), not the machine's
+    count."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity
+        cpus = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cpus, int(slurm)) if slurm.isdigit() and int(slurm) > 0 else cpus
+
+
+def new_folder(path: str) -> str:
+    """`path`, created by this call; when another run or sweep created it first, the
+    first free of `path-2`, `path-3`, … (the `th.new_folder` resolver of conf/train.yaml,
+    cached by OmegaConf, so a sweep resolves it once). The ranks of one torchrun run
+    share rank 0's folder (it leaves the run's id in it)."""
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    candidates = (
+        base if n == 1 else base.with_name(f"{base.name}-{n}") for n in itertools.count(1)
+    )
+    run_id = (
+        os.environ.get("TORCHELASTIC_RUN_ID") if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None
+    )
+    if run_id and os.environ.get("RANK", "0") != "0":
+        return str(torchrun_folder(base, run_id))
+    for candidate in candidates:
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        if run_id:
+            RunFolder(candidate).mark_torchrun(run_id)
+        return str(candidate)
+    raise AssertionError("unreachable")
+
+
+def torchrun_folder(base: Path, run_id: str, timeout_s: float = 300) -> Path:
+    """The folder rank 0 of torchrun run `run_id` created next to `base` (its time stamp
+    may be another second's: each rank reads the clock)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := RunFolder.torchrun_folder(base.parent, run_id):
+            return found
+        time.sleep(0.1)
+    raise RuntimeError(f"rank 0 of torchrun run {run_id} created no folder in {base.parent}")
 
 
 def registry_dir() -> Path | None:
@@ -102,7 +157,7 @@ class CpuRegistry:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        with open(self.path / ".lock", "a") as lock:
+        with open(self.path / "registry.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -184,6 +239,8 @@ class CpuShare:
         if self.registry is None:
             self.claim.threads = self.grant(cpus, []) or 1
         self.waited_s = time.monotonic() - began
+        import torch  # here, not at import: the command line reads this module first
+
         torch.set_num_threads(self.claim.threads)
         return self.claim.threads
 
