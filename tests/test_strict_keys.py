@@ -54,6 +54,7 @@ def test_a_bad_value_is_refused_before_the_folder_is_claimed(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir() if p.name != ".hydra") == ["train.log"]
 
 
+@pytest.mark.slow  # a real two-job sweep
 def test_a_sweep_cell_with_a_bad_value_is_not_run_and_the_others_are(tmp_path):
     """In a sweep the bad cell is named and left without a record; the sweep goes on."""
     out = train_cli(

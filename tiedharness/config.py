@@ -69,6 +69,9 @@ class DataConfig:
 
     task: Any = MISSING  # each task's own schema (conf/task/)
     format: OutputFormat = OutputFormat.table  # table: one row a split; json: an object
+    catalogue: bool = False  # print what the task can read (bible_pair: its translations)
+    # a folder: write the splits' text there, as task=parallel_text reads it
+    export: str | None = None
 
 
 ROOT_SCHEMAS = {"params_schema": ParamsConfig, "data_schema": DataConfig}

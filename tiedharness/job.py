@@ -47,6 +47,7 @@ from tiedharness.training.device import (
 )
 from tiedharness.training.distributed import Dist, init_distributed, shutdown
 from tiedharness.training.loop import Outcome
+from tiedharness.training.metrics import signatures
 from tiedharness.training.session import TrainingSession
 
 log = logging.getLogger(__name__)
@@ -308,7 +309,10 @@ def build_and_train(run: JobStart, threads: int) -> tuple[RunStatus, dict]:
 
 
 def data_summary(data: TaskData) -> dict:
-    """What a run record keeps of its data: overlap, padding, vocabulary, examples."""
+    """What a run record keeps of its data: overlap, padding, vocabulary, examples, and
+    for a translation task sacreBLEU's signatures of its scores."""
     summary = {k: data.stats[k] for k in ("overlap", "padding_fraction", "vocab")}
     summary["examples"] = {k: v["examples"] for k, v in data.stats["splits"].items()}
+    if "bleu" in data.task.scores:  # how its BLEU and chrF are computed, for this target
+        summary["signatures"] = signatures(data.task.bleu_tokenizer())
     return summary

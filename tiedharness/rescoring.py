@@ -77,8 +77,9 @@ def evaluate_run(folder: RunFolder, settings: DecodeSettings) -> dict:
     scores = evaluator.decode_scores(split, n, speed=False)
     decoded = evaluator.decoded[split]
     # BLEU and chrF with their signatures (exact-match tasks get them too)
-    scores.update(signed_bleu_chrf(*hypotheses_and_references(decoded)))
-    greedy = training_greedy(folder.read_decoded(split), decoded, set(scores))
+    tokenize = data.task.bleu_tokenizer()
+    scores.update(signed_bleu_chrf(*hypotheses_and_references(decoded), tokenize))
+    greedy = training_greedy(folder.read_decoded(split), decoded, set(scores), tokenize)
     if greedy is not None:
         scores["training_greedy"] = greedy
     key = settings.key()
@@ -99,12 +100,16 @@ def hypotheses_and_references(rows: list[dict]) -> tuple[list[str], list[str]]:
     return [r["hypothesis"] for r in rows], [r["reference"] for r in rows]
 
 
-def training_greedy(rows: list[dict] | None, decoded: list[dict], names: set[str]) -> dict | None:
+def training_greedy(
+    rows: list[dict] | None, decoded: list[dict], names: set[str], tokenize: str | None = "13a"
+) -> dict | None:
     """The scores of the run's own greedy decoding during training (`rows`), when it
     decoded the same examples: what a beam gains over it."""
     if rows is None or [r["index"] for r in rows] != [r["index"] for r in decoded]:
         return None
     hyps, refs = hypotheses_and_references(rows)
     out = {"exact_match": exact_match(hyps, refs)} if "exact_match" in names else {}
-    out.update({k: v for k, v in signed_bleu_chrf(hyps, refs).items() if k != "signatures"})
+    out.update(
+        {k: v for k, v in signed_bleu_chrf(hyps, refs, tokenize).items() if k != "signatures"}
+    )
     return out

@@ -9,8 +9,11 @@ in the warnings and left out.
 Cells (docs/concepts.md): task, the model's effective shape, and every other key the
 runs vary, with a placeholder where a run lacks the key. Sharing options are not cell
 keys but part of the run's label (`qk+mask_self`, tiedharness/model/variants.py), so
-`none` is the baseline of every variant. A second completed run of the same cell, label
-and seed is not a replicate: it is flagged (`duplicate`) and left out of the statistics.
+`none` is the baseline of every variant. Where the runs vary `task.vocab` over joint and
+separate, the vocabulary is part of the label too (`three_way@joint`) and `none@separate`
+the baseline (tiedharness/analysis/vocab_axis.py). A second completed run of the same
+cell, label and seed is not a replicate: it is flagged (`duplicate`) and left out of the
+statistics.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tiedharness.analysis.budgets import budget_deltas, with_verdicts
 from tiedharness.analysis.paired import bleu_bootstrap, paired_deltas
 from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.stats import MIN_SEEDS, ci95
+from tiedharness.analysis.vocab_axis import missing_baselines, with_vocab_arms
 from tiedharness.model.variants import variant_label
 from tiedharness.tracking.record import IDENTITY, RunRecord, RunStatus
 from tiedharness.tracking.run_folder import RunFolder
@@ -218,7 +222,7 @@ def make_runs(rows: list[dict], warnings: list[str], histories: list[pd.DataFram
     frame = pd.DataFrame(
         rows, columns=list(dict.fromkeys([*ID_COLUMNS, *(k for r in rows for k in r)]))
     )
-    swept = swept_keys(frame)
+    frame, swept = with_vocab_arms(frame, swept_keys(frame))  # joint vs separate: an axis
     for key in swept:
         frame[key] = frame[f"cfg.{key}"].map(lambda v: MISSING if _is_missing(v) else v)
     frame["duplicate"] = _duplicates(frame, ["task", "model", *swept, "sharing", "seed"])
@@ -228,7 +232,9 @@ def make_runs(rows: list[dict], warnings: list[str], histories: list[pd.DataFram
             "not a replicate, counted once"
         )
     history = pd.concat(histories, ignore_index=True) if histories else None
-    return Runs(frame, swept, warnings, history)
+    runs = Runs(frame, swept, warnings, history)
+    warnings.extend(missing_baselines(runs.completed, runs.cell_keys))
+    return runs
 
 
 def _is_missing(value: Any) -> bool:
@@ -297,9 +303,10 @@ DELTA_METRICS = ("val_loss", "val_bpc", "bleu", "chrf", "exact_match", "params_t
 def summarize(runs: Runs) -> pd.DataFrame:
     """Per cell and label, over the seeds of completed runs: n, mean, std and 95% CI of
     each metric, the share of converged runs among those whose convergence was measured
-    (NaN where none was: an annealed schedule), the paired difference from `none` of the
-    same cell (mean over seeds both have, 95% CI, paired-t p-value, pairs), and the
-    Δ-vs-budget verdicts (tiedharness/analysis/budgets.py)."""
+    (NaN where none was: an annealed schedule), the paired difference from the baseline of
+    the same cell, `none` or, on the vocabulary axis, `none@separate` with the baseline's
+    output-layer shares (mean over seeds both have, 95% CI, paired-t p-value, pairs), and
+    the Δ-vs-budget verdicts (tiedharness/analysis/budgets.py)."""
     done = runs.completed
     metrics = [m for m in SUMMARY_METRICS if m in done.columns and done[m].notna().any()]
     if done.empty or not metrics:

@@ -18,8 +18,10 @@ from tiedharness.analysis.style import (
     token_axis,
 )
 from tiedharness.analysis.style import strategy_style as style_of
+from tiedharness.analysis.vocab_axis import on_axis
 
 METRIC, UNIT = "val_loss", "Δ validation loss vs none (nats/token)"
+AXIS_UNIT = "Δ val. loss vs none@separate (nats/token)"  # the vocabulary axis's baseline
 
 
 def delta_vs_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
@@ -44,7 +46,7 @@ def delta_vs_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
         if x == "tokens":
             token_axis(ax.xaxis)
         ax.set_xlabel("target tokens trained (budget)" if x == "tokens" else "fraction of budget")
-        ax.set_ylabel(UNIT)
+        ax.set_ylabel(AXIS_UNIT if on_axis(cell["sharing"]) else UNIT)
     legend(fig, axes)
     return fig
 

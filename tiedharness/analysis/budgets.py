@@ -1,5 +1,6 @@
-"""The Δ-vs-budget view: each comparison (a label against `none` of its cell) at every
-budget its runs were evaluated at, and a verdict on whether the difference has settled.
+"""The Δ-vs-budget view: each comparison (a label against `none` of its cell, or
+`none@separate` where the vocabulary is an axis: vocab_axis.py) at every budget its runs
+were evaluated at, and a verdict on whether the difference has settled.
 
 A run's `budgets` (run.json, docs/run-record.md) hold its metrics at each budget: one
 entry per budget branch of a warmup-stable-decay run (`trainer.branch_at`) and one for the
@@ -22,9 +23,10 @@ import math
 
 import pandas as pd
 
-from tiedharness.analysis.paired import BASELINE, cell_ids, seed_differences
+from tiedharness.analysis.paired import arm_key, by_arm_and_seed, cell_ids, seed_differences
 from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.stats import SIGNIFICANCE, paired_difference
+from tiedharness.analysis.vocab_axis import baseline_of, baselines, cell_labels
 
 BUDGET_METRICS = ("val_loss", "val_bpc", "bleu", "chrf", "exact_match")
 STABLE, SHRINKING, GROWING, NOT_SETTLED = "stable", "shrinking", "growing", "not settled"
@@ -51,25 +53,26 @@ def budget_table(runs: Runs) -> pd.DataFrame:
 
 
 def budget_deltas(runs: Runs) -> pd.DataFrame:
-    """The long table of budgets.csv: per cell, label (not none), metric and budget
-    fraction, the budget's step and tokens and the paired Δ vs none (mean, ci95, p, n)."""
+    """The long table of budgets.csv: per cell, label (not its baseline), metric and budget
+    fraction, the budget's step and tokens and the paired Δ vs the cell's baseline (none,
+    or none@separate on the vocabulary axis) (mean, ci95, p, n)."""
     cell = runs.cell_keys
     columns = [*cell, "sharing", "fraction", "step", "tokens", "metric", *STATS]
     table = budget_table(runs)
     if table.empty:
         return pd.DataFrame(columns=columns)
     metrics = [m for m in BUDGET_METRICS if m in table and table[m].notna().any()]
-    base = {
-        fraction: at[at["sharing"] == BASELINE].set_index(["_cell", "seed"])
-        for fraction, at in table.groupby("fraction")
-    }
+    base = {fraction: by_arm_and_seed(at) for fraction, at in table.groupby("fraction")}
+    done = runs.completed  # the baseline is chosen as the summary chooses it
+    present = cell_labels(cell_ids(done, cell), done["sharing"])
     rows = []
     for (cell_id, label), group in table.groupby(["_cell", "sharing"], sort=False):
-        if label == BASELINE:
+        key = arm_key(cell_id, baseline_of(label, present.get(cell_id, ())))
+        if key == arm_key(cell_id, label):
             continue
         for metric in metrics:
             for fraction, mine in group.groupby("fraction", sort=True):
-                diffs = seed_differences(mine.set_index("seed"), base[fraction], cell_id, metric)
+                diffs = seed_differences(mine.set_index("seed"), base[fraction], key, metric)
                 result = paired_difference(diffs)
                 if result["n"] == 0:
                     continue
@@ -118,23 +121,25 @@ def _sign(value: float) -> int:
 
 def with_verdicts(summary: pd.DataFrame, deltas: pd.DataFrame, cell: list[str]) -> pd.DataFrame:
     """The summary with `delta_<metric>_verdict` for every budget metric it compares, and
-    `verdict` (val loss's). Empty for the baseline's rows and where a label has no Δ of
-    the metric at all; `not settled` where it has fewer than two budgets."""
+    `verdict` (val loss's). Empty for the baseline's rows (each cell's own: vocab_axis.py)
+    and where a label has no Δ of the metric at all; `not settled` where it has fewer than
+    two budgets."""
     if summary.empty:
         return summary
     keyed = deltas.assign(_key=cell_ids(deltas, cell) + "|" + deltas["sharing"].astype(str))
     keys = cell_ids(summary, cell) + "|" + summary["sharing"].astype(str)
+    compared_with = baselines(cell_ids(summary, cell), summary["sharing"])
     columns = {}
     for metric in BUDGET_METRICS:
         if f"delta_{metric}_n" not in summary:
             continue
         mine = keyed[keyed["metric"] == metric]
         values = []
-        for key, label, n in zip(
-            keys, summary["sharing"], summary[f"delta_{metric}_n"], strict=True
+        for key, label, base, n in zip(
+            keys, summary["sharing"], compared_with, summary[f"delta_{metric}_n"], strict=True
         ):
             points = mine[mine["_key"] == key]
-            compared = label != BASELINE and (n > 0 or not points.empty)
+            compared = label != base and (n > 0 or not points.empty)
             values.append(verdict(points) if compared else "")
         columns[f"delta_{metric}_verdict"] = values
     columns["verdict"] = columns.get("delta_val_loss_verdict", [""] * len(summary))

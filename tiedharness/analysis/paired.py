@@ -1,4 +1,5 @@
-"""Comparisons with the baseline, paired by seed: each label against `none` of its cell.
+"""Comparisons with the baseline, paired by seed: each label against `none` of its cell
+(`none@separate` where the vocabulary is a comparison axis: vocab_axis.py).
 
 Two kinds of statistics, which answer different questions:
 
@@ -22,8 +23,13 @@ from typing import Any
 import pandas as pd
 
 from tiedharness.analysis.stats import SIGNIFICANCE, bleu_paired_bootstrap, paired_difference
-
-BASELINE = "none"
+from tiedharness.analysis.vocab_axis import (
+    BASELINE,
+    BASELINE_SHARES,
+    baselines,
+    cell_labels,
+    on_axis,
+)
 
 
 def cell_ids(frame: pd.DataFrame, cell: list[str]) -> pd.Series:
@@ -41,15 +47,26 @@ def as_float(value: Any) -> float:
     return float(value)
 
 
-def seed_differences(
-    runs: pd.DataFrame, base: pd.DataFrame, cell_id: str, metric: str
-) -> list[float]:
-    """Per-seed differences label − none of one metric: `runs` are the label's runs of the
-    cell indexed by seed, `base` none's runs indexed by (cell id, seed)."""
+def arm_key(cell_id: str, label: str) -> str:
+    """One string naming a label of a cell (what `by_arm_and_seed` indexes by)."""
+    return f"{cell_id}|{label}"
+
+
+def by_arm_and_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs (with their `_cell` id) indexed by (arm key, seed): where a comparison finds
+    its baseline's runs."""
+    keys = [arm_key(c, s) for c, s in zip(runs["_cell"], runs["sharing"], strict=True)]
+    return runs.assign(_arm=keys).set_index(["_arm", "seed"])
+
+
+def seed_differences(runs: pd.DataFrame, base: pd.DataFrame, key: str, metric: str) -> list[float]:
+    """Per-seed differences label − baseline of one metric: `runs` are the label's runs of
+    the cell indexed by seed, `base` runs indexed by (arm key, seed) (`by_arm_and_seed`),
+    `key` the baseline's arm key (`arm_key`)."""
     return [
-        as_float(runs.at[seed, metric]) - as_float(base.at[(cell_id, seed), metric])
+        as_float(runs.at[seed, metric]) - as_float(base.at[(key, seed), metric])
         for seed in runs.index
-        if (cell_id, seed) in base.index
+        if (key, seed) in base.index
     ]
 
 
@@ -57,48 +74,72 @@ def paired_deltas(
     out: pd.DataFrame, done: pd.DataFrame, cell: list[str], metrics: list[str]
 ) -> pd.DataFrame:
     """delta_<metric>_{mean,ci95,p,n} (and `_significant`, p < 0.05) of every summary row
-    of `out`: the per-seed differences from `none` in the same cell (`done`: one row per
-    completed run)."""
+    of `out`: the per-seed differences from the baseline of the same cell, `none` (or
+    `none@separate` on the vocabulary axis, vocab_axis.py) (`done`: one row per completed
+    run). On the vocabulary axis, also `baseline` and the baseline's output-layer shares
+    (`with_baseline_columns`)."""
     metrics = [m for m in metrics if m in done.columns]
     done = done.assign(_cell=cell_ids(done, cell))
-    base = done[done["sharing"] == BASELINE].set_index(["_cell", "seed"])
+    base = by_arm_and_seed(done)
+    ids = cell_ids(out, cell)
+    compared = baselines(ids, out["sharing"], cell_labels(done["_cell"], done["sharing"]))
     columns: dict[str, list] = {}
-    for cell_id, label in zip(cell_ids(out, cell), out["sharing"], strict=True):
+    for cell_id, label, baseline in zip(ids, out["sharing"], compared, strict=True):
         runs = done[(done["_cell"] == cell_id) & (done["sharing"] == label)].set_index("seed")
         for m in metrics:
-            result = paired_difference(seed_differences(runs, base, cell_id, m))
-            for stat, value in result.items():
+            diffs = seed_differences(runs, base, arm_key(cell_id, baseline), m)
+            for stat, value in paired_difference(diffs).items():
                 columns.setdefault(f"delta_{m}_{stat}", []).append(value)
     out = out.assign(**columns)
     for m in metrics:
         out[f"delta_{m}_significant"] = out[f"delta_{m}_p"] < SIGNIFICANCE
+    return with_baseline_columns(out, ids, compared)
+
+
+def with_baseline_columns(out: pd.DataFrame, ids: pd.Series, compared: list[str]) -> pd.DataFrame:
+    """On the vocabulary axis only: `baseline` (the label each row is compared with, after
+    `sharing`) and `baseline_<share>_mean`, the baseline row's mean output-layer shares of
+    a step (NaN where the cell has no such row); `out` unchanged elsewhere."""
+    if not on_axis(out["sharing"]):
+        return out
+    out = out.copy()
+    out.insert(out.columns.get_loc("sharing") + 1, "baseline", compared)
+    keys = [arm_key(c, s) for c, s in zip(ids, out["sharing"], strict=True)]
+    for share in (s for s in BASELINE_SHARES if f"{s}_mean" in out):
+        means = dict(zip(keys, out[f"{share}_mean"], strict=True))
+        out[f"baseline_{share}_mean"] = [
+            means.get(arm_key(c, b), float("nan")) for c, b in zip(ids, compared, strict=True)
+        ]
     return out
 
 
 def bleu_bootstrap(out: pd.DataFrame, done: pd.DataFrame, cell: list[str]) -> list[float]:
-    """sacreBLEU's paired bootstrap of each label against none of its cell, on the
+    """sacreBLEU's paired bootstrap of each label against the baseline of its cell, on the
     sentences both decoded (decoded-valid.jsonl, or the hypotheses of the tiedharness-eval
     entry the report uses), pooled over the seeds they share. Decoding variance only
     (see the module's docstring). NaN where the decoded files are missing or cover
     different examples."""
     if "decoded_valid" not in done:  # runs read from W&B: no decoded sentences
         return [float("nan")] * len(out)
-    key = cell_ids(done, cell)
+    key, ids = cell_ids(done, cell), cell_ids(out, cell)
+    compared = baselines(ids, out["sharing"], cell_labels(key, done["sharing"]))
     p_values = []
-    for cell_id, label in zip(cell_ids(out, cell), out["sharing"], strict=True):
-        pooled = pooled_sentences(done[key == cell_id], label)
-        if label == BASELINE or pooled is None:
+    for cell_id, label, baseline in zip(ids, out["sharing"], compared, strict=True):
+        pooled = pooled_sentences(done[key == cell_id], label, baseline)
+        if label == baseline or pooled is None:
             p_values.append(float("nan"))
             continue
         p_values.append(bleu_paired_bootstrap(*pooled))
     return p_values
 
 
-def pooled_sentences(runs: pd.DataFrame, label: str) -> tuple[list, list, list] | None:
-    """(none's hypotheses, the label's hypotheses, references) of one cell's runs, the
-    seeds both have concatenated in seed order; None where a pair cannot be read."""
+def pooled_sentences(
+    runs: pd.DataFrame, label: str, baseline: str = BASELINE
+) -> tuple[list, list, list] | None:
+    """(the baseline's hypotheses, the label's hypotheses, references) of one cell's runs,
+    the seeds both have concatenated in seed order; None where a pair cannot be read."""
     mine = runs[runs["sharing"] == label].set_index("seed")["decoded_valid"]
-    base = runs[runs["sharing"] == BASELINE].set_index("seed")["decoded_valid"]
+    base = runs[runs["sharing"] == baseline].set_index("seed")["decoded_valid"]
     pooled = [decoded_pair(base[s], mine[s]) for s in mine.index if s in base.index]
     if not pooled or any(p is None for p in pooled):
         return None

@@ -34,6 +34,7 @@ from tiedharness.analysis.style import (
     token_axis,
 )
 from tiedharness.analysis.tables import WIDE_SPREAD
+from tiedharness.analysis.vocab_axis import baseline_of, split_vocab
 from tiedharness.model.names import COMPONENTS
 
 
@@ -147,10 +148,9 @@ def param_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
                 color=palette[i % len(palette)],
             )
             bottom += values
-        if "none" in rows.index:
-            base = rows.loc["none", "params_total"]
-            for i, name in enumerate(names):
-                change = rows.loc[name, "params_total"] / base - 1
+        for i, name in enumerate(names):  # vs none (none@separate on the vocabulary axis)
+            if (base := baseline_of(name, rows.index)) in rows.index:
+                change = rows.loc[name, "params_total"] / rows.loc[base, "params_total"] - 1
                 ax.text(
                     i, bottom[name], f"{100 * change:+.1f}%", ha="center", va="bottom", fontsize=5.5
                 )
@@ -196,7 +196,7 @@ def softmax_cost(runs: Runs, summary: pd.DataFrame) -> Figure:
     ):
         rows = rows.groupby("vocab_size_tgt")[COST_COLUMNS].mean().reset_index()
         dash = "-" if vocab_kind == "joint" else "--"
-        label = f"{task}, {vocab_kind}, {sharing}"
+        label = f"{task}, {vocab_kind}, {split_vocab(sharing)[0]}"
         line = {"color": strategy_style(sharing)["color"], "markersize": 3}
         x = rows["vocab_size_tgt"]
         share_ax.plot(
@@ -278,7 +278,8 @@ def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
     needed = {"overlap_mean", f"delta_{metric}_mean"}
     if summary.empty or not needed <= set(summary.columns):
         raise NoData("no run recorded its task's overlap together with a none baseline")
-    rows = summary[summary["sharing"].isin(["encdec_vocab", "three_way"])]
+    strategy = summary["sharing"].map(lambda label: split_vocab(label)[0])
+    rows = summary[strategy.isin(["encdec_vocab", "three_way"])]
     rows = rows.dropna(subset=list(needed))
     if rows["overlap_mean"].nunique() < 2:
         raise NoData("encdec_vocab / three_way ran against none at fewer than two overlaps")
@@ -287,7 +288,7 @@ def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
     if "delta_bleu_mean" in rows and rows["delta_bleu_mean"].notna().any():
         metrics.append(("bleu", "Δ BLEU vs none"))
     cost = "output_step_flops_share"
-    costs = summary[summary["sharing"].isin(["none", "encdec_vocab", "three_way"])]
+    costs = summary[strategy.isin(["none", "encdec_vocab", "three_way"])]
     if f"{cost}_mean" in costs and costs[f"{cost}_mean"].notna().any():
         metrics.append((cost, "output layer's share of a step's FLOPs"))
     fig, axes = panels(len(metrics))

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from tiedharness.analysis.aggregate import MISSING
+from tiedharness.analysis.vocab_axis import DEFAULT_VOCAB, split_vocab
 from tiedharness.model.labels import parse_label
 from tiedharness.model.names import STRATEGY_NAMES
 
@@ -44,8 +45,12 @@ def strategy_style(label: str) -> dict:
     """One colour and marker per label, the same in every figure and report: a strategy's
     by its place in STRATEGY_NAMES; a variant with options (qk+mask_self) keeps its
     strategy's colour with a marker and dashes of its own; a combination of strategies
-    gets a stable style of its own."""
+    gets a stable style of its own. On the vocabulary axis (`three_way@joint`) the
+    default vocabulary draws plain and `@separate` as a variant of its label."""
+    label, vocab = split_vocab(label)
     strategies, options = parse_label(label)
+    if vocab not in (None, DEFAULT_VOCAB):
+        options = "+".join(o for o in (options, vocab) if o)
     order = list(STRATEGY_NAMES)
     i = order.index(strategies) if strategies in order else len(order) + sum(map(ord, strategies))
     style = {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}
@@ -57,7 +62,12 @@ def strategy_style(label: str) -> dict:
 
 def strategy_order(names) -> list[str]:
     order = list(STRATEGY_NAMES)
-    return sorted(set(names), key=lambda n: (order.index(n) if n in order else len(order), n))
+
+    def rank(name: str) -> tuple[int, str]:
+        strategy = split_vocab(name)[0]  # the vocabulary axis: a label's arms stay together
+        return (order.index(strategy) if strategy in order else len(order), name)
+
+    return sorted(set(names), key=rank)
 
 
 MAX_ONE_COLUMN = 4  # panels: more go into two columns (a figure* of a two-column paper)

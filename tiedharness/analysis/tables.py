@@ -10,6 +10,7 @@ import pandas as pd
 from tiedharness.analysis.budgets import VERDICT_NOTE
 from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.stats import BOOTSTRAP_SAMPLES, MIN_SEEDS, SIGNIFICANCE
+from tiedharness.analysis.vocab_axis import BASELINE
 
 WIDE_SPREAD = 0.25  # a time share whose interquartile range exceeds this fraction of it
 
@@ -26,6 +27,17 @@ COSTS = [
     ("output_step_flops_share_mean", "output FLOP share", "{:.3f}"),
     ("output_step_time_share_mean", "output time share", "{:.3f}"),
 ]
+# on the vocabulary axis (vocab_axis.py): the output layer's shares of the row's baseline
+BASELINE_COSTS = [
+    ("baseline_output_step_flops_share_mean", "baseline output FLOP share", "{:.3f}"),
+    ("baseline_output_step_time_share_mean", "baseline output time share", "{:.3f}"),
+]
+VOCAB_NOTE = (
+    "The vocabulary is a comparison axis: each label ends in its vocabulary (@joint, "
+    "@separate) and every Δ (and its *) is against the row's baseline, none@separate of "
+    "its cell (none@joint where the cell has no none@separate: see the warnings); the "
+    "baseline's output-layer FLOP and time shares of a step stand beside the row's own."
+)
 ANNEALED = ("cosine", "wsd")  # schedules that anneal the learning rate to zero
 FOOTNOTES = (
     f"† fewer than {MIN_SEEDS} seeds: the interval is unreliable or missing. "
@@ -56,12 +68,13 @@ def _present(summary: pd.DataFrame, column: str) -> bool:
 
 def summary_table(runs: Runs, summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows of the per-cell summary, marks included (FOOTNOTES)."""
-    keys = ["task", "model", *runs.swept, "sharing"]
+    axis = "baseline" in summary.columns  # the vocabulary is an axis: vocab_axis.py
+    keys = ["task", "model", *runs.swept, "sharing", *(["baseline"] if axis else [])]
     quality = [q for q in QUALITY if _present(summary, f"{q[0]}_mean")]
-    costs = [c for c in COSTS if _present(summary, c[0])]
+    costs = [c for c in COSTS + BASELINE_COSTS if _present(summary, c[0])]
     header = [k.split(".")[-1] for k in keys] + ["n", "converged", "params", "Δparams"]
     for _, name, _ in quality:
-        header += [name, f"Δ{name} vs none"]
+        header += [name, f"Δ{name} vs {'baseline' if axis else 'none'}"]
     verdicts = "verdict" in summary.columns
     header += ["verdict"] if verdicts else []
     header += [name for _, name, _ in costs]
@@ -82,6 +95,8 @@ def summary_notes(runs: Runs, summary: pd.DataFrame) -> list[str]:
         notes.append(VERDICT_NOTE)
     if "delta_bleu_bootstrap_p" in summary.columns:
         notes.append(BOOTSTRAP_NOTE)
+    if "baseline" in summary.columns:
+        notes.append(VOCAB_NOTE)
     return [*notes, FOOTNOTES]
 
 
@@ -108,7 +123,8 @@ def _row_cells(row: pd.Series, quality: list, costs: list) -> list[str]:
         )
         delta = _number(row.get(f"delta_{metric}_mean"), fmt.replace("{:", "{:+"))
         interval = _number(row.get(f"delta_{metric}_ci95"), fmt)
-        mark = "*" if row.get(f"delta_{metric}_significant") and row["sharing"] != "none" else ""
+        compared = row["sharing"] != row.get("baseline", BASELINE)
+        mark = "*" if row.get(f"delta_{metric}_significant") and compared else ""
         cells.append(f"{delta} ± {interval}{mark}")
     for column, _, fmt in costs:
         cell = _number(row[column], fmt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -19,14 +20,42 @@ def main() -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="data")
 def app(cfg: DictConfig) -> None:
+    from tiedharness.tasks import TASKS
     from tiedharness.tasks.data import build_task  # tokenizers and torch load only here
 
+    if cfg.catalogue:
+        table = TASKS[cfg.task.name].catalogue()
+        print(table or f"task {cfg.task.name} reads no catalogue of sources")
+        return
+    if cfg.export:
+        export(OmegaConf.to_object(cfg.task), Path(cfg.export))
+        return
     try:
         stats = build_task(OmegaConf.to_object(cfg.task)).stats
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
     json_out = cfg.format == OutputFormat.json
     print(json.dumps(stats, indent=2) if json_out else format_data_table(stats))
+
+
+def export(task_config, folder: Path) -> None:
+    """The task's text splits as files task=parallel_text reads (`export=DIR`)."""
+    from tiedharness.tasks import make_task
+    from tiedharness.tasks.files import export_pairs
+
+    try:
+        task = make_task(task_config)
+        if task.kind != "seq2seq":
+            fail(f"task {task.name} is not a translation task: nothing to export as pairs")
+        src, tgt = task.side_names()
+        written = export_pairs(task.load(), folder, src, tgt)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    print("\n".join(str(p) for p in written))
+    print(
+        f"train on them with: tiedharness-train task=parallel_text task.data_dir={folder} "
+        f"task.src_lang={src} task.tgt_lang={tgt}"
+    )
 
 
 def format_data_table(stats: dict) -> str:

@@ -108,6 +108,9 @@ def closing_line(settings: dict, scores: dict) -> str:
         words.append(f"lenpen_style={settings['lenpen_style']}")
     if settings["max_len"]:
         words.append(f"max_len={settings['max_len']}")
+    if "bleu" not in scores:  # a target sacreBLEU cannot tokenize here (Japanese without MeCab)
+        signature = scores["signatures"]["chrf"]
+        return f"{' '.join(words)}: chrF = {scores['chrf']:.2f} (signature {signature}; no BLEU)"
     signature = scores["signatures"]["bleu"]
     return f"{' '.join(words)}: BLEU = {scores['bleu']:.2f} (signature {signature})"
 

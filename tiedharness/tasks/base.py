@@ -73,6 +73,8 @@ class Task:
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     # quality scores of decoded outputs: "exact_match" and/or "bleu" (BLEU and chrF)
     scores: ClassVar[tuple[str, ...]] = ()
+    # BPE pre-splits Han characters and kana runs (Chinese and Japanese have no spaces)
+    splits_cjk: ClassVar[bool] = False
 
     def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg
@@ -97,6 +99,19 @@ class Task:
         """Map detokenized target-side text back to how references are written
         (e.g. undo a script shift) before scoring."""
         return text
+
+    def bleu_tokenizer(self) -> str | None:
+        """sacreBLEU's tokenizer for the target side (None: no BLEU, chrF only)."""
+        return "13a"
+
+    def side_names(self) -> tuple[str, str]:
+        """The file suffixes of the two sides when the text is exported (`export_pairs`)."""
+        return "src", "tgt"
+
+    @classmethod
+    def catalogue(cls) -> str | None:
+        """What the task can read, as a table (`tiedharness-data catalogue=true`)."""
+        return None
 
 
 TASKS: dict[str, type[Task]] = {}

@@ -215,11 +215,14 @@ def _build(task: Task) -> TaskData:
     src_size, tgt_size = cfg.side_vocab_sizes()
     train_src = [s for s, _ in raw["train"]]
     train_tgt = [t for _, t in raw["train"]]
+    cjk = task.splits_cjk
     if cfg.vocab == "joint":
-        src_tok = tgt_tok = train_tokenizer(train_src + train_tgt, cfg.tokenizer, cfg.vocab_size)
+        src_tok = tgt_tok = train_tokenizer(
+            train_src + train_tgt, cfg.tokenizer, cfg.vocab_size, cjk
+        )
     else:
-        src_tok = train_tokenizer(train_src, cfg.tokenizer, src_size)
-        tgt_tok = train_tokenizer(train_tgt, cfg.tokenizer, tgt_size)
+        src_tok = train_tokenizer(train_src, cfg.tokenizer, src_size, cjk)
+        tgt_tok = train_tokenizer(train_tgt, cfg.tokenizer, tgt_size, cjk)
     splits, texts, dropped = {}, {}, {}
     for split in SPLITS:
         pairs = raw.get(split) or []
@@ -259,7 +262,9 @@ def _overlap(task: Task, train: list[tuple[str, str]], joint: Tokenizer | None) 
     is trained for the statistic when the task's vocabularies are separate)."""
     srcs, tgts = [s for s, _ in train], [t for _, t in train]
     if joint is None:
-        joint = train_tokenizer(srcs + tgts, task.cfg.tokenizer, task.cfg.vocab_size)
+        joint = train_tokenizer(
+            srcs + tgts, task.cfg.tokenizer, task.cfg.vocab_size, task.splits_cjk
+        )
     return round(jaccard(token_types(encode(joint, srcs)), token_types(encode(joint, tgts))), 6)
 
 

@@ -24,6 +24,21 @@ def _read_lines(path: Path) -> list[str]:
         ) from None
 
 
+def export_pairs(
+    splits: dict[str, list[tuple[str, str]]], folder: Path, src_lang: str, tgt_lang: str
+) -> list[Path]:
+    """Write a seq2seq task's text splits as parallel_text reads them (fairseq's naming:
+    `{split}.{src_lang}`, `{split}.{tgt_lang}`, one sentence a line); returns the files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split, pairs in splits.items():
+        for side, lang in enumerate((src_lang, tgt_lang)):
+            path = folder / f"{split}.{lang}"
+            path.write_text("".join(pair[side] + "\n" for pair in pairs), encoding="utf-8")
+            written.append(path)
+    return written
+
+
 def _file_print(paths: list[Path]) -> list:
     return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths if p.exists()]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import unicodedata
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from tiedharness.vocab import SPECIAL_TOKENS
 
@@ -25,11 +25,14 @@ SPECIALS = list(SPECIAL_TOKENS)
 WORD_END = "</w>"
 
 
-def train_tokenizer(texts: list[str], kind: str, vocab_size: int) -> Tokenizer:
+def train_tokenizer(
+    texts: list[str], kind: str, vocab_size: int, split_cjk: bool = False
+) -> Tokenizer:
     """Train a `kind` tokenizer of about `vocab_size` types (BPE keeps every character
-    it saw, so a very small size may be exceeded). Same texts → same tokenizer."""
+    it saw, so a very small size may be exceeded). Same texts → same tokenizer.
+    `split_cjk`: BPE units never cross a Han character or a run of kana (see `CJK_UNITS`)."""
     if kind == "bpe":
-        return _train_bpe(texts, vocab_size)
+        return _train_bpe(texts, vocab_size, split_cjk)
     if kind == "word":
         tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
         tok.normalizer = normalizers.NFC()
@@ -42,7 +45,21 @@ def train_tokenizer(texts: list[str], kind: str, vocab_size: int) -> Tokenizer:
     raise ValueError(f"task.tokenizer={kind!r} is not one of bpe, word")
 
 
-def _train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
+# Chinese and Japanese are written without spaces: split on whitespace alone, a clause
+# would be one "word". Each Han character is a unit of its own, and a run of hiragana or
+# katakana is cut into units of at most 4 (a katakana name would otherwise merge whole);
+# BPE merges within a unit only. Other scripts are untouched.
+CJK_UNITS = r"\p{Han}|\p{Hiragana}{1,4}|[\p{Katakana}ー]{1,4}"
+
+
+def _pre_tokenizer(split_cjk: bool):
+    if not split_cjk:
+        return pre_tokenizers.WhitespaceSplit()
+    units = pre_tokenizers.Split(Regex(CJK_UNITS), behavior="isolated")
+    return pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), units])
+
+
+def _train_bpe(texts: list[str], vocab_size: int, split_cjk: bool = False) -> Tokenizer:
     # The trainer numbers word-final symbols ("a</w>") in hash-map order, and ties
     # between equally frequent merges are broken by those numbers, so plain training
     # differs from run to run. Registering every word-final symbol up front, in sorted
@@ -52,7 +69,7 @@ def _train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
     finals = [c + WORD_END for c in alphabet]
     tok = Tokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix=WORD_END))
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.pre_tokenizer = _pre_tokenizer(split_cjk)
     tok.decoder = decoders.BPEDecoder(suffix=WORD_END)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

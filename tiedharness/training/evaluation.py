@@ -150,7 +150,7 @@ class Evaluator:
         if "exact_match" in self.data.scores:
             out["exact_match"] = exact_match(hypotheses, references)
         if "bleu" in self.data.scores:
-            out["bleu"], out["chrf"] = bleu_chrf(hypotheses, references)
+            out.update(bleu_chrf(hypotheses, references, self.data.task.bleu_tokenizer()))
         if speed:
             out["infer_tokens_per_s"] = generated / seconds if seconds else 0.0
         return out

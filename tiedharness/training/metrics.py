@@ -61,19 +61,40 @@ def exact_match(hypotheses: list[str], references: list[str]) -> float:
     return same / len(references) if references else 0.0
 
 
-def bleu_chrf(hypotheses: list[str], references: list[str]) -> tuple[float, float]:
-    """Corpus BLEU and chrF from sacrebleu's defaults (13a tokenization) on detokenized text."""
-    scores = signed_bleu_chrf(hypotheses, references)
-    return scores["bleu"], scores["chrf"]
+def bleu_chrf(hypotheses: list[str], references: list[str], tokenize: str | None = "13a") -> dict:
+    """Corpus BLEU and chrF of detokenized text: sacreBLEU's defaults, BLEU with the
+    target language's `tokenize` (13a; `zh` for Chinese; None: no BLEU, chrF only)."""
+    scores = signed_bleu_chrf(hypotheses, references, tokenize)
+    return {name: scores[name] for name in ("bleu", "chrf") if name in scores}
 
 
-def signed_bleu_chrf(hypotheses: list[str], references: list[str]) -> dict:
-    """`bleu_chrf`'s scores with sacreBLEU's signatures (what a paper's number must match
-    to be compared with them)."""
+def score_metrics(tokenize: str | None = "13a") -> dict:
+    """The sacreBLEU metrics a translation is scored with, by name."""
     from sacrebleu.metrics import BLEU, CHRF  # only translation runs score with it
 
-    out: dict = {"signatures": {}}
-    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
-        out[name] = metric.corpus_score(hypotheses, [references]).score
-        out["signatures"][name] = str(metric.get_signature())
+    metrics = {"chrf": CHRF()}
+    if tokenize is not None:
+        metrics = {"bleu": BLEU(tokenize=tokenize), **metrics}
+    return metrics
+
+
+def signatures(tokenize: str | None = "13a") -> dict[str, str]:
+    """sacreBLEU's signature of each score (what a paper's number must match to be
+    compared with it), as scoring against one reference gives it (sacreBLEU reads the
+    number of references off a first scoring)."""
+    metrics = score_metrics(tokenize)
+    for metric in metrics.values():
+        metric.corpus_score(["a"], [["a"]])
+    return {name: str(metric.get_signature()) for name, metric in metrics.items()}
+
+
+def signed_bleu_chrf(
+    hypotheses: list[str], references: list[str], tokenize: str | None = "13a"
+) -> dict:
+    """`bleu_chrf`'s scores with their signatures."""
+    metrics = score_metrics(tokenize)
+    out: dict = {
+        name: m.corpus_score(hypotheses, [references]).score for name, m in metrics.items()
+    }
+    out["signatures"] = {name: str(m.get_signature()) for name, m in metrics.items()}
     return out
