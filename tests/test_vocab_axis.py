@@ -270,6 +270,7 @@ def test_figures_style_an_arm_by_its_strategy():
     ]
 
 
+@pytest.mark.slow  # the whole report command: the default run stays under 10 minutes
 def test_the_report_command_writes_the_vocabulary_rows(sweep, tmp_path):
     exe = shutil.which("tiedharness-report", path=str(Path(sys.executable).parent))
     assert exe, "tiedharness-report is not installed next to this Python"
