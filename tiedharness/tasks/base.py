@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tiedharness.schema import Choice, coerce_choices, from_values, require_positive
+from tiedharness.schema import Choice, coerce_choices, from_values, require, require_positive
 
 SPLITS = ("train", "valid", "test")
 
@@ -35,7 +35,9 @@ class TaskConfig:
 
     name: str = ""  # the task family (task=NAME sets it)
     vocab: VocabMode = VocabMode.joint  # one tokenizer for both sides (joint) or one per side
-    vocab_size: int = 8000  # per side when separate, unless src/tgt_vocab_size are set
+    # joint: its size; null: the two separate vocabularies' sizes (as trained) added up.
+    # Separate: each side's size, unless src/tgt_vocab_size are set.
+    vocab_size: int | None = 8000
     src_vocab_size: int | None = None  # source vocabulary when separate (default: vocab_size)
     tgt_vocab_size: int | None = None  # target vocabulary when separate (default: vocab_size)
     tokenizer: TokenizerKind = TokenizerKind.bpe  # bpe (subwords) or word (one token per symbol)
@@ -48,6 +50,15 @@ class TaskConfig:
         coerce_choices(self, "task")
         require_positive(
             self, "task", "vocab_size", "src_vocab_size", "tgt_vocab_size", "max_len", "max_tokens"
+        )
+
+        require(
+            self.vocab_size is not None
+            or (self.src_vocab_size is not None and self.tgt_vocab_size is not None),
+            "task.vocab_size",
+            None,
+            "null sizes a joint vocabulary from the two sides: set task.src_vocab_size "
+            "and task.tgt_vocab_size too, or give task.vocab_size a number",
         )
 
     def side_vocab_sizes(self) -> tuple[int, int]:
@@ -63,6 +74,9 @@ class LMConfig(TaskConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_positive(self, "task", "block_size")
+        require(
+            self.vocab_size is not None, "task.vocab_size", None, "a language model needs a number"
+        )
 
 
 class Task:

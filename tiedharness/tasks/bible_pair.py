@@ -201,7 +201,10 @@ def corpus(path: Path) -> tuple[dict[str, dict[Key, str]], tuple[Key, ...]]:
 
 @dataclass
 class BiblePairConfig(TaskConfig):
-    # each side's coverage comparable: one joint 8k vocabulary, or 4k + 4k when separate
+    # Each side's coverage comparable: 4k + 4k when separate, and a joint vocabulary as
+    # large as the two separate ones together (8k for DE-EN; more where a Chinese side
+    # keeps all of its ~3.2k characters whatever its size).
+    vocab_size: int | None = None
     src_vocab_size: int | None = 4000  # the source vocabulary when task.vocab=separate
     tgt_vocab_size: int | None = 4000  # the target vocabulary when task.vocab=separate
     src: str = "de"  # a language (its default translation) or language:translation, e.g. de:sch1951

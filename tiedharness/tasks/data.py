@@ -41,7 +41,7 @@ from tiedharness.tasks.batching import (
 from tiedharness.tasks.tokenize import decode, encode, jaccard, token_types, train_tokenizer
 from tiedharness.vocab import EOS_ID, Vocab
 
-DATA_VERSION = 1
+DATA_VERSION = 2  # 2: BPE drops entries the encoder can never emit
 EVAL_SEED = 0  # the draw of evaluated examples: the same for every run on the same data
 
 
@@ -216,13 +216,12 @@ def _build(task: Task) -> TaskData:
     train_src = [s for s, _ in raw["train"]]
     train_tgt = [t for _, t in raw["train"]]
     cjk = task.splits_cjk
-    if cfg.vocab == "joint":
-        src_tok = tgt_tok = train_tokenizer(
-            train_src + train_tgt, cfg.tokenizer, cfg.vocab_size, cjk
-        )
-    else:
+    if cfg.vocab == "separate" or cfg.vocab_size is None:
         src_tok = train_tokenizer(train_src, cfg.tokenizer, src_size, cjk)
         tgt_tok = train_tokenizer(train_tgt, cfg.tokenizer, tgt_size, cjk)
+    joint_size = cfg.vocab_size or src_tok.get_vocab_size() + tgt_tok.get_vocab_size()
+    if cfg.vocab == "joint":
+        src_tok = tgt_tok = train_tokenizer(train_src + train_tgt, cfg.tokenizer, joint_size, cjk)
     splits, texts, dropped = {}, {}, {}
     for split in SPLITS:
         pairs = raw.get(split) or []
@@ -252,19 +251,17 @@ def _build(task: Task) -> TaskData:
     data.stats = _stats(
         data,
         dropped,
-        overlap=_overlap(task, raw["train"], src_tok if cfg.vocab == "joint" else None),
+        overlap=_overlap(task, raw["train"], src_tok if cfg.vocab == "joint" else joint_size),
     )
     return data
 
 
-def _overlap(task: Task, train: list[tuple[str, str]], joint: Tokenizer | None) -> float:
+def _overlap(task: Task, train: list[tuple[str, str]], joint: Tokenizer | int) -> float:
     """Jaccard index of the token types each side uses under one joint vocabulary (one
-    is trained for the statistic when the task's vocabularies are separate)."""
+    of that size is trained for the statistic when the task's vocabularies are separate)."""
     srcs, tgts = [s for s, _ in train], [t for _, t in train]
-    if joint is None:
-        joint = train_tokenizer(
-            srcs + tgts, task.cfg.tokenizer, task.cfg.vocab_size, task.splits_cjk
-        )
+    if isinstance(joint, int):
+        joint = train_tokenizer(srcs + tgts, task.cfg.tokenizer, joint, task.splits_cjk)
     return round(jaccard(token_types(encode(joint, srcs)), token_types(encode(joint, tgts))), 6)
 
 
