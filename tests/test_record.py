@@ -58,7 +58,7 @@ def test_non_finite_numbers_are_stored_as_null(tmp_path):
     [
         ("{not json", "unreadable run record"),
         ('{"run_id": "x"}', "no run_id or status"),
-        ('{"run_id": "x", "status": "exploded", "schema": 4}', "'exploded' is not a valid"),
+        ('{"run_id": "x", "status": "exploded", "schema": 5}', "'exploded' is not a valid"),
         ('{"run_id": "x", "status": "completed", "schema": 9}', "schema 9: this tiedharness"),
     ],
 )

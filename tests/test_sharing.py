@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import re
 
 import pytest
 import torch
-from conftest import LM_STRATEGIES, batch, logits_of, tiny_model
+from conftest import LM_STRATEGIES, batch, logits_of, tiny_model, train_cli
 from torch.utils.flop_counter import FlopCounterMode
 
+from tiedharness.model.attention import Attention
 from tiedharness.model.config import Init, SharingConfig
 from tiedharness.model.decoding import greedy_translate
 from tiedharness.model.labels import parse_label, strategy_label
@@ -20,7 +22,7 @@ from tiedharness.model.params import count_params
 from tiedharness.model.sharing import STRATEGIES, SharingNotApplicable, build_model, layer_plan
 from tiedharness.model.variants import variant_label
 from tiedharness.training.optim import build_optimizer
-from tiedharness.vocab import Vocab
+from tiedharness.vocab import PAD_ID, Vocab
 
 LAYERS = (0, 1)  # the tiny model has 2 encoder and 2 decoder layers
 INITS = [init.value for init in Init]  # every tie test holds under every init convention
@@ -177,7 +179,8 @@ def _backward(model, src, tgt):
 @pytest.mark.parametrize("init", INITS)
 @pytest.mark.parametrize(
     ("strategy_name", "arch", "mask_self"),
-    [(n, a, False) for n, a in ARCH_CASES] + [("qk", "encdec", True), ("qk", "lm", True)],
+    [(n, a, False) for n, a in ARCH_CASES]
+    + [(n, a, True) for n in ("qk", "qkv") for a in ("encdec", "lm")],
 )
 def test_shared_gradient_is_sum_of_untied_gradients(strategy_name, arch, mask_self, init):
     model = {"init": init}
@@ -307,13 +310,131 @@ def test_qk_mask_self_keeps_tokens_from_attending_to_themselves():
     assert torch.equal(allowed[0, 0], expected)
 
 
-def test_qk_mask_self_matches_with_and_without_cache():
-    model = tiny_model("qk", qk_mask_self=True).double()
+@pytest.mark.parametrize("name", ["qk", "qkv"])
+def test_mask_self_matches_with_and_without_cache(name):
+    model = tiny_model(name, qk_mask_self=True).double()
     src, _ = batch()
     assert torch.equal(
         greedy_translate(model, src, 12, use_cache=True),
         greedy_translate(model, src, 12, use_cache=False),
     )
+
+
+def _attention_weights(model, src, tgt) -> dict[str, torch.Tensor]:
+    """One forward; the softmax weights (B, H, Tq, Tk) of every attention module, by path.
+    They are replayed from the arguments the module gives SDPA (softmax(q·kᵀ/√d) where the
+    mask allows), and the replay must reproduce SDPA's own output, so they are the weights
+    the model used."""
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+    running: list[str] = []
+    weights: dict[str, torch.Tensor] = {}
+
+    def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False):
+        allowed = attn_mask
+        if is_causal:
+            allowed = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
+        scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        w = scores.softmax(-1)
+        out = real_sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
+        torch.testing.assert_close(w @ v, out)
+        weights[running[-1]] = w
+        return out
+
+    hooks = [
+        m.register_forward_pre_hook(lambda *_, path=path: running.append(path))
+        for path, m in model.named_modules()
+        if isinstance(m, Attention)
+    ]
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.nn.functional, "scaled_dot_product_attention", sdpa)
+            with torch.no_grad():
+                logits_of(model, src, tgt)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return weights
+
+
+@pytest.mark.parametrize("scope", ["decoder", "all"])
+@pytest.mark.parametrize("arch", ["encdec", "lm"])
+@pytest.mark.parametrize("name", ["qk", "qkv", "all"])
+def test_mask_self_puts_no_weight_on_the_query_itself(name, arch, scope):
+    """Every shared self-attention gives a token's own position weight 0, except where the
+    query has no other key: the first position of a causal decoder (weight 1), and a
+    source of one real token followed by padding. Unshared self-attentions, and the same
+    model without the mask, do weight the token itself."""
+    src, tgt = batch(b=2, s=5, t=4)
+    src[1, 1:] = PAD_ID  # the second source has one real token: it can only see itself
+    real_src = src != PAD_ID
+    masked = tiny_model(name, arch=arch, qk_mask_self=True, attention_scope=scope).double()
+    plain = tiny_model(name, arch=arch, attention_scope=scope).double()
+    shared_stacks = {"decoder", "encoder"} if scope == "all" else {"decoder"}
+    got, unmasked = (
+        _attention_weights(masked.eval(), src, tgt),
+        _attention_weights(plain.eval(), src, tgt),
+    )
+    self_attns = [p for p in got if p.endswith("self_attn")]
+    assert len(self_attns) == (4 if arch == "encdec" else 2)
+    for path in self_attns:
+        stack = path.split(".")[0]
+        diagonal = got[path].diagonal(dim1=-2, dim2=-1)  # (B, H, T)
+        B, H, T = diagonal.shape
+        # where the token itself is a key at all: causal rows, real source positions
+        visible = torch.ones(B, T, dtype=torch.bool) if stack == "decoder" else real_src
+        if stack in shared_stacks:
+            assert masked.get_submodule(path).mask_self, path
+            expected = torch.zeros(B, T, dtype=torch.float64)
+            if stack == "decoder":
+                expected[:, 0] = 1.0  # the first target position has no other key
+            else:
+                expected[1, 0] = 1.0  # a one-token source has no other key either
+            torch.testing.assert_close(diagonal, expected[:, None].expand(B, H, T), msg=path)
+        else:
+            assert (diagonal > 0).equal(visible[:, None].expand(B, H, T)), path
+        plain_diagonal = unmasked[path].diagonal(dim1=-2, dim2=-1)
+        assert (plain_diagonal > 0).equal(visible[:, None].expand(B, H, T)), path
+    for path in got:
+        if path.endswith("cross_attn"):
+            assert not masked.get_submodule(path).mask_self, path
+
+
+def test_mask_self_leaves_kv_alone():
+    """kv keeps a query's own key: its query is a projection of its own."""
+    model = tiny_model("kv", qk_mask_self=True)
+    assert not any(getattr(m, "mask_self", False) for m in model.modules())
+
+
+@pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
+@pytest.mark.parametrize("name", ["qk", "qkv"])
+def test_mask_self_trains_from_the_command_line(tmp_path, name):
+    """`tiedharness-train sharing=qkv sharing.qk_mask_self=true` trains (with dropout on)
+    and its run record reads back as the masked variant."""
+    run_dir = tmp_path / "run"
+    out = train_cli(
+        "task=copy",
+        "model=tiny",
+        "model.dropout=0.1",
+        f"sharing={name}",
+        "sharing.qk_mask_self=true",
+        "trainer.max_steps=4",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        results=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "completed"
+    assert record["metrics"]["steps"] == 4
+    assert variant_label(record["sharing"], record["config"]["sharing"]) == f"{name}+mask_self"
+    # the run's config builds the masked model (as tiedharness-eval rebuilds it)
+    from tiedharness.build import build
+    from tiedharness.config import JobConfig
+
+    model = build(JobConfig.from_config(record["config"])).model
+    assert all(layer.self_attn.mask_self for layer in model.decoder.layers)
 
 
 # ---------------------------------------------------------------------------- cross_layer
@@ -473,6 +594,7 @@ def test_strategy_label_joins_the_strategies():
         ("none", "none", ""),
         ("qk", "qk", ""),
         ("qk+mask_self", "qk", "mask_self"),
+        ("qkv+mask_self", "qkv", "mask_self"),
         ("embed_output+qkv", "embed_output+qkv", ""),
         ("qkv+scope=all", "qkv", "scope=all"),
         ("cross_layer+unique=3+plan=cycle", "cross_layer", "unique=3+plan=cycle"),
@@ -488,7 +610,11 @@ def test_labels_parse_back(label, strategies, options):
     [
         (("qk",), {"qk_mask_self": True}, "qk+mask_self"),
         ((), {"qk_mask_self": True, "attention_scope": "all"}, "none"),  # none ignores options
-        (("qkv",), {"qk_mask_self": True, "attention_scope": "all"}, "qkv+scope=all"),
+        (("qkv",), {"qk_mask_self": True}, "qkv+mask_self"),  # never merged with "qkv"
+        (("qkv",), {"qk_mask_self": False}, "qkv"),
+        (("qkv",), {"qk_mask_self": True, "attention_scope": "all"}, "qkv+mask_self+scope=all"),
+        (("all",), {"qk_mask_self": True}, "all+mask_self"),  # all's qkv takes the mask
+        (("kv",), {"qk_mask_self": True}, "kv"),  # kv ignores it
         (
             ("cross_layer",),
             {"cross_layer": {"unique": 2, "plan": "cycle"}},

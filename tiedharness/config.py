@@ -35,7 +35,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from tiedharness.model.config import Arch, ModelConfig, SharingConfig
 from tiedharness.schema import Choice, from_values
 from tiedharness.tasks import TASKS, Task, TaskConfig, task_schema
-from tiedharness.tracking.config import LoggerConfig
+from tiedharness.tracking.config import LoggerConfig, ReportConfig
 from tiedharness.training.config import TrainerConfig
 
 GROUP_SCHEMAS = {
@@ -100,6 +100,7 @@ class JobConfig:
     sharing: SharingConfig
     trainer: TrainerConfig
     logger: LoggerConfig
+    report: ReportConfig = field(default_factory=ReportConfig)  # read by the study's report
     values: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -111,7 +112,9 @@ class JobConfig:
         values = OmegaConf.to_container(OmegaConf.create(config), resolve=True, enum_to_str=True)
         schemas = {"task": task_schema(values["task"]["name"]), **GROUP_SCHEMAS}
         groups = {group: from_values(schema, values[group]) for group, schema in schemas.items()}
-        return cls(**groups, values=values)
+        # checked here, so that a typo fails before training, not when the study reports
+        report = from_values(ReportConfig, values.get("report"))
+        return cls(**groups, report=report, values=values)
 
     def model_for(self, task: Task) -> ModelConfig:
         """The model config with its architecture following the task, checked to hold

@@ -24,7 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from tiedharness.analysis.budgets import budget_deltas, with_verdicts
+from tiedharness.analysis.budgets import BUDGET_METRICS, with_verdicts
+from tiedharness.analysis.endpoints import comparisons, declared, with_endpoints
 from tiedharness.analysis.paired import bleu_bootstrap, paired_deltas
 from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.stats import MIN_SEEDS, ci95
@@ -284,7 +285,11 @@ SUMMARY_METRICS = (
     "bleu",
     "chrf",
     "exact_match",
+    "test_loss",
+    "test_bpc",
     "test_bleu",
+    "test_chrf",
+    "test_exact_match",
     "train_tokens_per_s",
     "infer_tokens_per_s",
     "train_flops_per_token",
@@ -297,16 +302,19 @@ SUMMARY_METRICS = (
     "steps",
     "tokens",
 )
-DELTA_METRICS = ("val_loss", "val_bpc", "bleu", "chrf", "exact_match", "params_total")
+# validation and test; the test split's are what verdicts read (endpoints.py)
+DELTA_METRICS = (*BUDGET_METRICS, "params_total")
 
 
-def summarize(runs: Runs) -> pd.DataFrame:
+def summarize(runs: Runs, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per cell and label, over the seeds of completed runs: n, mean, std and 95% CI of
     each metric, the share of converged runs among those whose convergence was measured
     (NaN where none was: an annealed schedule), the paired difference from the baseline of
     the same cell, `none` or, on the vocabulary axis, `none@separate` with the baseline's
-    output-layer shares (mean over seeds both have, 95% CI, paired-t p-value, pairs), and
-    the Δ-vs-budget verdicts (tiedharness/analysis/budgets.py)."""
+    output-layer shares (mean over seeds both have, 95% CI, paired-t p-value, pairs) on
+    the validation and the test split, the Δ-vs-budget verdicts (budgets.py), and from
+    comparisons.csv (`table`; computed here when not given: endpoints.py) the Δ at the
+    arms' best budgets and Holm's p of the study's primary comparisons."""
     done = runs.completed
     metrics = [m for m in SUMMARY_METRICS if m in done.columns and done[m].notna().any()]
     if done.empty or not metrics:
@@ -330,7 +338,10 @@ def summarize(runs: Runs) -> pd.DataFrame:
     out = paired_deltas(out, done, runs.cell_keys, list(DELTA_METRICS))
     if "bleu" in done and done["bleu"].notna().any():
         out["delta_bleu_bootstrap_p"] = bleu_bootstrap(out, done, runs.cell_keys)
-    return with_verdicts(out, budget_deltas(runs), runs.cell_keys)
+    report = declared(runs)
+    out = with_verdicts(out, runs, report.stable_tolerance)
+    table = comparisons(runs, report) if table is None else table
+    return with_endpoints(out, table, runs.cell_keys)
 
 
 TRAINED_AT = ("lr", "warmup_steps")  # the settings a summary row states it trained at

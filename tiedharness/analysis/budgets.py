@@ -1,41 +1,43 @@
-"""The Δ-vs-budget view: each comparison (a label against `none` of its cell, or
-`none@separate` where the vocabulary is an axis: vocab_axis.py) at every budget its runs
-were evaluated at, and a verdict on whether the difference has settled.
+"""The Δ-vs-budget view: each arm at every budget its runs were evaluated at (budgets.csv),
+and a verdict on whether its difference from the baseline (`none` of its cell, or
+`none@separate` where the vocabulary is an axis: vocab_axis.py) has settled.
 
-A run's `budgets` (run.json, docs/run-record.md) hold its metrics at each budget: one
-entry per budget branch of a warmup-stable-decay run (`trainer.branch_at`) and one for the
-whole budget (fraction 1.0). Budgets pair across the seeds and labels of a cell by their
-`fraction`; at each, the paired Δ is computed as the final one is (per-seed differences,
-mean, 95% interval, paired-t p-value, n). The verdict (docs/metrics.md, "Δ vs budget")
-reads the last two budgets:
+A run's `budgets` (run.json, docs/run-record.md) hold its validation and test metrics at
+each budget: one entry per budget branch of a warmup-stable-decay run (`trainer.branch_at`)
+and one for the whole budget (fraction 1.0). Budgets pair across the seeds and labels of a
+cell by their `fraction`. budgets.csv holds, per cell, label (the baseline too), metric
+and budget, the label's own value over seeds (mean, 95% interval, n) and, against the
+baseline, the paired Δ (per-seed differences: mean, 95% interval, paired-t p, n).
 
-- `stable`: the same sign at both, p < 0.05 at both, and |Δ_last − Δ_prev| no larger
-  than the last budget's 95% interval;
-- `shrinking` / `growing`: the same sign and significant at both, but |Δ| fell / rose by
-  more than that interval;
-- `not settled`: anything else (fewer than two budgets, not significant at both, a sign
-  change).
+The verdict (docs/metrics.md, "Δ vs budget") is a test of the paired change of Δ between
+the last two budgets (per seed: Δ_last − Δ_prev):
+
+- `shrinking` / `growing`: that change is significant (paired t, p < 0.05) and |Δ| fell /
+  rose, its sign unchanged;
+- `stable`: it is not, and its 95% interval lies within the metric's stated tolerance
+  (`report.stable_tolerance`: 0.02 nats of loss, 0.5 BLEU, …);
+- `not settled`: anything else (fewer than two budgets or seeds, a change too noisy to
+  call either way, a significant change of sign).
 """
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-from tiedharness.analysis.paired import arm_key, by_arm_and_seed, cell_ids, seed_differences
+from tiedharness.analysis.paired import cell_ids, seed_deltas
 from tiedharness.analysis.runs import Runs
-from tiedharness.analysis.stats import SIGNIFICANCE, paired_difference
+from tiedharness.analysis.stats import SIGNIFICANCE, ci95, paired_difference
 from tiedharness.analysis.vocab_axis import baseline_of, baselines, cell_labels
 
-BUDGET_METRICS = ("val_loss", "val_bpc", "bleu", "chrf", "exact_match")
+_VALID = ("val_loss", "val_bpc", "bleu", "chrf", "exact_match")
+BUDGET_METRICS = (*_VALID, *(f"test_{m.removeprefix('val_')}" for m in _VALID))
 STABLE, SHRINKING, GROWING, NOT_SETTLED = "stable", "shrinking", "growing", "not settled"
 VERDICT_NOTE = (
-    "verdict (Δ val loss vs budget, docs/metrics.md): stable = at the last two budgets Δ has "
-    f"one sign, p < {SIGNIFICANCE} at both and moved by no more than the last budget's 95% "
-    "interval; shrinking / growing = the same, but |Δ| fell / rose by more than that; "
-    "not settled = anything else (fewer than two budgets, not significant at both, a sign "
-    "change)."
+    "verdict (Δ vs budget, docs/metrics.md): shrinking / growing = the paired change of Δ "
+    f"between the last two budgets is significant (p < {SIGNIFICANCE}) and |Δ| fell / rose "
+    "(its sign unchanged); "
+    "stable = it is not, and its 95% interval lies within the metric's tolerance "
+    "(report.stable_tolerance); not settled = anything else."
 )
 STATS = ["mean", "ci95", "p", "n"]
 
@@ -53,40 +55,56 @@ def budget_table(runs: Runs) -> pd.DataFrame:
 
 
 def budget_deltas(runs: Runs) -> pd.DataFrame:
-    """The long table of budgets.csv: per cell, label (not its baseline), metric and budget
-    fraction, the budget's step and tokens and the paired Δ vs the cell's baseline (none,
-    or none@separate on the vocabulary axis) (mean, ci95, p, n)."""
+    """budgets.csv, long: per cell, label (the baseline too), metric and budget fraction,
+    the budget's step and tokens, the label's own value (value_mean, value_ci95,
+    value_n over seeds), its baseline and the paired Δ against it (mean, ci95, p, n; empty
+    on the baseline's own rows)."""
     cell = runs.cell_keys
-    columns = [*cell, "sharing", "fraction", "step", "tokens", "metric", *STATS]
+    columns = [
+        *cell, "sharing", "baseline", "fraction", "step", "tokens", "metric",
+        "value_mean", "value_ci95", "value_n", *STATS,
+    ]  # fmt: skip
     table = budget_table(runs)
     if table.empty:
         return pd.DataFrame(columns=columns)
     metrics = [m for m in BUDGET_METRICS if m in table and table[m].notna().any()]
-    base = {fraction: by_arm_and_seed(at) for fraction, at in table.groupby("fraction")}
-    done = runs.completed  # the baseline is chosen as the summary chooses it
-    present = cell_labels(cell_ids(done, cell), done["sharing"])
+    deltas = budget_seed_deltas(runs, table)
+    present = cell_labels(table["_cell"], table["sharing"])
     rows = []
-    for (cell_id, label), group in table.groupby(["_cell", "sharing"], sort=False):
-        key = arm_key(cell_id, baseline_of(label, present.get(cell_id, ())))
-        if key == arm_key(cell_id, label):
-            continue
+    for (cell_id, label, fraction), mine in table.groupby(
+        ["_cell", "sharing", "fraction"], sort=True
+    ):
+        baseline = baseline_of(label, present.get(cell_id, ()))
         for metric in metrics:
-            for fraction, mine in group.groupby("fraction", sort=True):
-                diffs = seed_differences(mine.set_index("seed"), base[fraction], key, metric)
-                result = paired_difference(diffs)
-                if result["n"] == 0:
-                    continue
-                rows.append(
-                    {
-                        **{k: mine.iloc[0][k] for k in cell},
-                        "sharing": label,
-                        "fraction": fraction,
-                        "step": _mean(mine.get("step")),
-                        "tokens": _mean(mine.get("tokens")),
-                        "metric": metric,
-                        **result,
-                    }
-                )
+            values = pd.to_numeric(mine[metric], errors="coerce").dropna()
+            if values.empty:
+                continue
+            paired = deltas[
+                (deltas["_cell"] == cell_id)
+                & (deltas["sharing"] == label)
+                & (deltas["endpoint"] == fraction)
+                & (deltas["column"] == metric)
+            ] if not deltas.empty else deltas  # fmt: skip
+            delta = (
+                paired_difference(paired["delta"].tolist())
+                if label != baseline
+                else dict.fromkeys(STATS, float("nan"))
+            )
+            rows.append(
+                {
+                    **{k: mine.iloc[0][k] for k in cell},
+                    "sharing": label,
+                    "baseline": baseline,
+                    "fraction": fraction,
+                    "step": _mean(mine.get("step")),
+                    "tokens": _mean(mine.get("tokens")),
+                    "metric": metric,
+                    "value_mean": float(values.mean()),
+                    "value_ci95": ci95(float(values.std()), len(values)),
+                    "value_n": len(values),
+                    **delta,
+                }
+            )
     out = pd.DataFrame(rows, columns=columns)
     for column in ("step", "tokens"):  # counts stay integers where the seeds agree
         values = out[column].dropna()
@@ -95,54 +113,89 @@ def budget_deltas(runs: Runs) -> pd.DataFrame:
     return out
 
 
+def budget_seed_deltas(runs: Runs, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per cell, label, seed, budget (`endpoint`: its fraction) and metric column: the
+    paired per-seed Δ against the baseline at that budget (paired.seed_deltas)."""
+    table = budget_table(runs) if table is None else table
+    if table.empty:
+        return pd.DataFrame()
+    at = table.assign(endpoint=table["fraction"])
+    return seed_deltas(at, runs.cell_keys, list(BUDGET_METRICS))
+
+
 def _mean(values: pd.Series | None) -> float:
     return float("nan") if values is None else float(pd.to_numeric(values).mean())
 
 
-def verdict(points: pd.DataFrame) -> str:
-    """The verdict of one comparison and metric from its per-budget Δ (columns fraction,
-    mean, ci95, p), read at the last two budgets that have a Δ (module docstring)."""
-    points = points[points["mean"].notna()].sort_values("fraction")
-    if len(points) < 2:
+def verdict(per_seed: pd.DataFrame, tolerance: float) -> str:
+    """The verdict of one comparison and metric from its per-seed Δs (columns fraction,
+    seed, delta) at its budgets: a paired test of the change between the last two budgets
+    that have Δs (module docstring)."""
+    per_seed = per_seed[per_seed["delta"].notna()]
+    fractions = sorted(per_seed["fraction"].unique())
+    if len(fractions) < 2:
         return NOT_SETTLED
-    prev, last = points.iloc[-2], points.iloc[-1]
-    significant = prev["p"] < SIGNIFICANCE and last["p"] < SIGNIFICANCE
-    same_sign = _sign(prev["mean"]) == _sign(last["mean"]) != 0
-    if not (significant and same_sign):
+    prev, last = (
+        per_seed[per_seed["fraction"] == f].set_index("seed")["delta"] for f in fractions[-2:]
+    )
+    seeds = prev.index.intersection(last.index)
+    change = paired_difference((last[seeds] - prev[seeds]).tolist())
+    if change["n"] < 2:
         return NOT_SETTLED
-    if abs(last["mean"] - prev["mean"]) <= last["ci95"]:
+    if change["p"] < SIGNIFICANCE:
+        before, after = prev[seeds].mean(), last[seeds].mean()
+        if before * after <= 0:  # it changed sign: a direction, not a size, is in question
+            return NOT_SETTLED
+        return SHRINKING if abs(after) < abs(before) else GROWING
+    if abs(change["mean"]) + change["ci95"] <= tolerance:
         return STABLE
-    return SHRINKING if abs(last["mean"]) < abs(prev["mean"]) else GROWING
+    return NOT_SETTLED
 
 
-def _sign(value: float) -> int:
-    return 0 if value == 0 or math.isnan(value) else (1 if value > 0 else -1)
+def tolerance_of(column: str, tolerances: dict[str, float]) -> float:
+    """The stated tolerance of a metric column (val_loss and test_loss: `loss`)."""
+    metric = column.removeprefix("test_").removeprefix("val_")
+    return float(tolerances.get(metric, 0.0))
 
 
-def with_verdicts(summary: pd.DataFrame, deltas: pd.DataFrame, cell: list[str]) -> pd.DataFrame:
+def with_verdicts(summary: pd.DataFrame, runs: Runs, tolerances: dict[str, float]) -> pd.DataFrame:
     """The summary with `delta_<metric>_verdict` for every budget metric it compares, and
-    `verdict` (val loss's). Empty for the baseline's rows (each cell's own: vocab_axis.py)
-    and where a label has no Δ of the metric at all; `not settled` where it has fewer than
-    two budgets."""
+    `verdict` (the test loss's; the validation loss's where the runs have no test split),
+    and each budget's tokens and Δ (`_by_budget`). Empty for the baseline's rows (each
+    cell's own: vocab_axis.py) and where a label has no Δ of the metric at all."""
     if summary.empty:
         return summary
+    cell = runs.cell_keys
+    deltas = budget_deltas(runs)
+    per_seed = budget_seed_deltas(runs)
     keyed = deltas.assign(_key=cell_ids(deltas, cell) + "|" + deltas["sharing"].astype(str))
     keys = cell_ids(summary, cell) + "|" + summary["sharing"].astype(str)
+    if not per_seed.empty:
+        per_seed = per_seed.assign(_key=per_seed["_cell"] + "|" + per_seed["sharing"].astype(str))
     compared_with = baselines(cell_ids(summary, cell), summary["sharing"])
     columns = {}
     for metric in BUDGET_METRICS:
         if f"delta_{metric}_n" not in summary:
             continue
-        mine = keyed[keyed["metric"] == metric]
+        mine = per_seed[per_seed["column"] == metric] if not per_seed.empty else per_seed
         values = []
         for key, label, base, n in zip(
             keys, summary["sharing"], compared_with, summary[f"delta_{metric}_n"], strict=True
         ):
-            points = mine[mine["_key"] == key]
+            points = mine[mine["_key"] == key] if not mine.empty else mine
             compared = label != base and (n > 0 or not points.empty)
-            values.append(verdict(points) if compared else "")
+            if not compared:
+                values.append("")
+            elif points.empty:
+                values.append(NOT_SETTLED)
+            else:
+                values.append(verdict(points, tolerance_of(metric, tolerances)))
         columns[f"delta_{metric}_verdict"] = values
-    columns["verdict"] = columns.get("delta_val_loss_verdict", [""] * len(summary))
+    test, valid = columns.get("delta_test_loss_verdict"), columns.get("delta_val_loss_verdict")
+    columns["verdict"] = [
+        t or v
+        for t, v in zip(test or [""] * len(summary), valid or [""] * len(summary), strict=True)
+    ]
     added = pd.DataFrame({**columns, **_by_budget(keys, keyed)}, index=summary.index)
     # one concat, not a column at a time: pandas warns of a fragmented frame otherwise
     return pd.concat([summary.drop(columns=added.columns, errors="ignore"), added], axis=1)
@@ -157,7 +210,7 @@ def _by_budget(keys: pd.Series, keyed: pd.DataFrame) -> dict[str, list]:
         at = keyed[keyed["fraction"] == fraction]
         tokens = at.groupby("_key")["tokens"].first()
         columns[f"tokens_at_{fraction:g}"] = [tokens.get(key) for key in keys]
-        for metric, rows in at.groupby("metric", sort=False):
+        for metric, rows in at[at["mean"].notna()].groupby("metric", sort=False):
             stats = rows.set_index("_key")
             for stat in ("mean", "ci95", "p"):
                 column = stats[stat]

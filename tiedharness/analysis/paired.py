@@ -26,6 +26,7 @@ from tiedharness.analysis.stats import SIGNIFICANCE, bleu_paired_bootstrap, pair
 from tiedharness.analysis.vocab_axis import (
     BASELINE,
     BASELINE_SHARES,
+    baseline_of,
     baselines,
     cell_labels,
     on_axis,
@@ -68,6 +69,35 @@ def seed_differences(runs: pd.DataFrame, base: pd.DataFrame, key: str, metric: s
         for seed in runs.index
         if (key, seed) in base.index
     ]
+
+
+def seed_deltas(at: pd.DataFrame, cell: list[str], columns: list[str]) -> pd.DataFrame:
+    """Per-seed differences in long form. `at`: one row per run and point of comparison
+    (its `_cell`, `sharing`, `seed`, an `endpoint` naming the point — a budget fraction,
+    `final`, `best` — its `fraction` and `tokens`, and metric columns). Out: per cell,
+    label (not its baseline), seed, endpoint and metric `column`: the label's `value`, the
+    baseline's (`baseline_value`, at `baseline_fraction`) and `delta`."""
+    columns = [c for c in columns if c in at and at[c].notna().any()]
+    if at.empty or not columns:
+        return pd.DataFrame()
+    present = cell_labels(at["_cell"], at["sharing"])
+    long = at.melt(
+        id_vars=[*cell, "_cell", "sharing", "seed", "endpoint", "fraction", "tokens"],
+        value_vars=columns,
+        var_name="column",
+    )
+    long["baseline"] = [
+        baseline_of(label, present.get(c, ()))
+        for c, label in zip(long["_cell"], long["sharing"], strict=True)
+    ]
+    keys = ["_cell", "seed", "endpoint", "column"]
+    base = long[long["sharing"] == long["baseline"]][[*keys, "sharing", "value", "fraction"]]
+    base = base.rename(
+        columns={"sharing": "baseline", "value": "baseline_value", "fraction": "baseline_fraction"}
+    )
+    arms = long[long["sharing"] != long["baseline"]]
+    paired = arms.merge(base, on=[*keys, "baseline"])
+    return paired.assign(delta=paired["value"] - paired["baseline_value"])
 
 
 def paired_deltas(

@@ -20,6 +20,7 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from tiedharness.analysis import plots
 from tiedharness.analysis.aggregate import load_runs, summarize
 from tiedharness.analysis.budgets import budget_deltas
+from tiedharness.analysis.endpoints import comparisons, contrast_summary_rows
 from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.tables import (
     runs_table,
@@ -45,7 +46,8 @@ class Report:
 
 def build_report(runs: Runs, out_dir: Path) -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(runs)
+    table = comparisons(runs)
+    summary = summarize(runs, table)
     report = Report(out_dir, runs, summary, tuning_table(runs))
     for name in plots.FIGURES:
         try:
@@ -61,7 +63,11 @@ def build_report(runs: Runs, out_dir: Path) -> Report:
         report.tables["markdown"].write_text(to_markdown(header, rows) + notes + tuning_md(report))
         report.tables["latex"] = out_dir / "summary.tex"
         report.tables["latex"].write_text(to_latex(header, rows))
-        summary.to_csv(out_dir / "summary.csv", index=False)
+        with_contrasts = pd.concat([summary, contrast_summary_rows(table)], ignore_index=True)
+        with_contrasts.to_csv(out_dir / "summary.csv", index=False)
+    if not table.empty:  # every comparison at its endpoints, on both splits, Holm's p
+        report.tables["comparisons"] = out_dir / "comparisons.csv"
+        table.to_csv(report.tables["comparisons"], index=False)
     if not report.tuning.empty:  # how each arm's settings were found
         report.tables["tuning"] = out_dir / "tuning.csv"
         report.tuning.to_csv(report.tables["tuning"], index=False)

@@ -14,8 +14,11 @@ from tiedharness.analysis.vocab_axis import BASELINE
 
 WIDE_SPREAD = 0.25  # a time share whose interquartile range exceeds this fraction of it
 
-# (metric, header, format): its mean, ± its 95% interval, and the paired Δ vs none.
+# (metric, header, format): its mean, ± its 95% interval, and the paired Δ vs none. The
+# test split's first: verdicts read it; validation's beside it.
 QUALITY = [
+    ("test_loss", "test loss", "{:.4f}"),
+    ("test_bleu", "test BLEU", "{:.2f}"),
     ("val_loss", "val loss", "{:.4f}"),
     ("val_bpc", "val bpc", "{:.4f}"),
     ("bleu", "BLEU", "{:.2f}"),

@@ -16,6 +16,7 @@ import difflib
 import functools
 import inspect
 import io
+import itertools
 import sys
 import tokenize
 import typing
@@ -96,10 +97,27 @@ def _dataclass_of(schema: type, name: str) -> type | None:
 
 
 @functools.cache
-def group_options(group: str) -> tuple[str, ...]:
-    """The real options of a config group: its files in conf/ (never a schema node)."""
-    folder = Path(CONF_DIR) / group
-    return tuple(sorted(p.stem for p in folder.glob("*.yaml")))
+def group_options(group: str, extra_dirs: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The real options of a config group: its files in conf/ (never a schema node), and
+    in the user's own config folders (`extra_dirs`: --config-dir, hydra.searchpath)."""
+    folders = [Path(CONF_DIR) / group, *(Path(d) / group for d in extra_dirs)]
+    return tuple(sorted({p.stem for folder in folders for p in folder.glob("*.yaml")}))
+
+
+def user_config_dirs(argv: list[str]) -> tuple[str, ...]:
+    """The folders a command line adds to Hydra's search path: `--config-dir DIR` (`-cd`)
+    and the `file://` entries of `hydra.searchpath=[…]`."""
+    pairs = itertools.pairwise(argv)
+    dirs = [value for flag, value in pairs if flag in ("-cd", "--config-dir")]
+    for word in argv:
+        if word.lstrip("+").startswith("hydra.searchpath="):
+            entries = word.split("=", 1)[1].strip("[]").split(",")
+            dirs += [
+                e.strip().removeprefix("file://")
+                for e in entries
+                if e.strip().startswith("file://")
+            ]
+    return tuple(dirs)
 
 
 def _task_fields() -> dict[str, tuple[Any, str]]:
@@ -186,7 +204,7 @@ def check_overrides(app: str, argv: list[str]) -> str | None:
         if key.split(".")[0].split("/")[0] in OPEN_GROUPS or "/" in key or "@" in key:
             continue
         if key in groups:
-            problem = _bad_option(key, value)
+            problem = _bad_option(key, value, user_config_dirs(argv))
         elif key in keys or key in nodes or (key in groups and "." not in key):
             problem = None
         else:
@@ -200,11 +218,11 @@ def check_overrides(app: str, argv: list[str]) -> str | None:
     return None
 
 
-def _bad_option(group: str, value: str) -> str | None:
+def _bad_option(group: str, value: str, extra_dirs: tuple[str, ...] = ()) -> str | None:
     """A group choice that is not one of the group's files (a schema node, a typo)."""
     if "(" in value or value.strip() in ("null", "", "None"):
         return None
-    options = group_options(group)
+    options = group_options(group, extra_dirs)
     for choice in (v.strip() for v in value.split(",")):
         if choice not in options:
             close = difflib.get_close_matches(choice, options, n=1)

@@ -52,9 +52,10 @@ class AttentionMask:
         if self.key_pad is not None:
             allowed = allowed & ~self.key_pad[:, None, None, :]  # (B, 1, Tq, Tk)
         if mask_self:
-            # Reformer's shared-QK masking: with Q = K a token's score with itself is
-            # |q|²/√d, which dwarfs the rest, so it would attend mostly to itself. A query
-            # that has no other key to look at (the first decoder position) keeps itself.
+            # Reformer's shared-QK masking (shared QKV too): with Q = K a token's score
+            # with itself is |q|²/√d, which dwarfs the rest, so it would attend mostly to
+            # itself. A query that has no other key to look at (the first decoder
+            # position) keeps itself.
             is_self = self.k_pos[None, :] == self.q_pos[:, None]
             others = allowed & ~is_self
             allowed = torch.where(others.any(-1, keepdim=True), others, allowed)
@@ -77,7 +78,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.mask_self = False  # set by the `qk` strategy (sharing.qk_mask_self)
+        self.mask_self = False  # set by the `qk` and `qkv` strategies (sharing.qk_mask_self)
 
     def project(self, x: Tensor, source: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Q from x, K and V from source (x itself in self-attention), each shared

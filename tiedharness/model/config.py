@@ -147,7 +147,8 @@ class SharingConfig:
     )  # the strategies combined (sharing=NAME sets one)
     # qkv / qk / kv: which self-attentions share projections. Cross-attention never does.
     attention_scope: AttentionScope = AttentionScope.decoder
-    # qk: mask each token's attention to itself, as Reformer does (see AttentionMask).
+    # qk, qkv, all: mask each token's attention to itself, as Reformer does (see
+    # AttentionMask); the other strategies ignore it.
     qk_mask_self: bool = False
     cross_layer: CrossLayerOptions = field(default_factory=CrossLayerOptions)
 

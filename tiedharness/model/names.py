@@ -34,9 +34,10 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
 
 # Options of the sharing group, the short name a run's label gives them and the
 # strategies they change. A label names the non-default options that apply to its
-# strategies: qk with qk_mask_self=true is "qk+mask_self"; none stays "none" whatever is set.
+# strategies: qk with qk_mask_self=true is "qk+mask_self", qkv "qkv+mask_self" (and all,
+# whose qkv takes it too); kv and none stay "kv" and "none" whatever is set.
 SHARING_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "qk_mask_self": ("mask_self", ("qk",)),
+    "qk_mask_self": ("mask_self", ("qk", "qkv", "all")),
     "attention_scope": ("scope", ("qkv", "qk", "kv", "all")),
     "cross_layer.unique": ("unique", ("cross_layer",)),
     "cross_layer.plan": ("plan", ("cross_layer",)),

@@ -246,18 +246,29 @@ def _share_projections(ctx: SharingContext, roles: tuple[str, ...]) -> list[str]
     return paths
 
 
+def _mask_self(ctx: SharingContext, paths: list[str]) -> None:
+    """With sharing.qk_mask_self, these self-attentions let no token attend to itself
+    (Reformer): where Q and K are one projection, a token's score against itself is
+    |q|²/√d and would dominate its row. Only ever switched on, so that a strategy run
+    after another (qk then qkv, or `all`) never switches it off again."""
+    if ctx.options.qk_mask_self:
+        for attn in paths:
+            ctx.model.get_submodule(attn).mask_self = True
+
+
 @strategy("qkv")
 def qkv(ctx: SharingContext) -> None:
-    """One projection serves Q, K and V in self-attention, computed once per forward."""
-    _share_projections(ctx, ("q", "k", "v"))
+    """One projection serves Q, K and V in self-attention, computed once per forward;
+    optionally each token may not attend to itself (sharing.qk_mask_self): the query is
+    its own key here too."""
+    _mask_self(ctx, _share_projections(ctx, ("q", "k", "v")))
 
 
 @strategy("qk")
 def qk(ctx: SharingContext) -> None:
     """Shared query-key projection (Reformer, Kitaev et al. 2020); optionally each token
     may not attend to itself (sharing.qk_mask_self), as in Reformer."""
-    for attn in _share_projections(ctx, ("q", "k")):
-        ctx.model.get_submodule(attn).mask_self = ctx.options.qk_mask_self
+    _mask_self(ctx, _share_projections(ctx, ("q", "k")))
 
 
 @strategy("kv")

@@ -23,12 +23,18 @@ SEED_KEY = "trainer.seed"
 @dataclass
 class Grid:
     """The grid's cells (each a list of `key=value` overrides), the overrides every job
-    shares, and the seeds the grid listed (the search uses the first)."""
+    shares, and the seeds the grid listed (a search's tuned runs train on them)."""
 
     cells: list[list[str]]
     shared: list[str]
     seeds: list[str]
     swept: dict[str, list[str]]  # key → values: what the cells are made of
+
+    @property
+    def reporting_seeds(self) -> list[str]:
+        """The seeds a search's tuned runs train on: the grid's when it lists several,
+        else 0, 1, 2. The search itself trains on a seed of its own."""
+        return list(self.seeds) if len(self.seeds) > 1 else ["0", "1", "2"]
 
 
 def parse_grid(lines: list[str], study_keys: tuple[str, ...] = ()) -> Grid:

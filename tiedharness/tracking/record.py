@@ -15,7 +15,7 @@ from typing import Any
 
 from tiedharness.schema import Choice
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5  # 5: every budget holds the test split's metrics too
 
 
 class RunStatus(Choice):
@@ -63,7 +63,7 @@ class RunRecord:
     eval: dict[str, Any] = field(default_factory=dict)
     # the run's metrics at each budget it was evaluated at, smallest first: one entry per
     # budget branch (trainer.branch_at) and one for the whole budget (fraction 1.0); each
-    # holds fraction, step, tokens and the validation metrics (docs/run-record.md)
+    # holds fraction, step, tokens and the validation and test metrics (docs/run-record.md)
     budgets: list[dict[str, Any]] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
 

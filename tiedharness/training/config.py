@@ -77,7 +77,7 @@ class TrainerConfig:
     # the same data (tiedharness/tasks/data.py, TaskData.sample).
     eval_examples: int | None = None  # validation loss; null: the whole split
     decode_examples: int = 200  # validation examples decoded (exact match, BLEU, speed); 0: none
-    test_examples: int | None = 200  # test loss and decoding at the end; null: all, 0: none
+    test_examples: int | None = None  # test loss and decoding at each budget; null: all, 0: none
     # Convergence (tiedharness/training/convergence.py): converged when the validation loss
     # is expected to improve by less than `converge_tolerance` (relative) or
     # `converge_tolerance_abs` (nats) over the last `converge_window` of the budget.

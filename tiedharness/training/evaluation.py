@@ -107,9 +107,10 @@ class Evaluator:
         out = self.loss("valid", self.cfg.eval_examples)
         return {"val_loss": out["loss"], "val_ppl": perplexity(out["loss"]), "val_bpc": out["bpc"]}
 
-    def final(self) -> dict[str, float]:
-        """The end of a run: validation loss and what it covered, the decoded validation
-        subset, and on the test split loss and decoding of the same `test_examples`."""
+    def final(self, speed: bool = True) -> dict[str, float]:
+        """The end of a run (or of a budget branch): validation loss and what it covered,
+        the decoded validation subset, and on the test split loss and decoding of the same
+        `test_examples`. `speed`: measure generated tokens per second too."""
         valid = self.loss("valid", self.cfg.eval_examples)
         out = {
             "val_loss": valid["loss"],
@@ -123,7 +124,7 @@ class Evaluator:
             out.update(test_loss=measured["loss"], test_bpc=measured["bpc"])
         if not self.decodes:
             return out
-        out.update(self.decode_scores("valid", self.cfg.decode_examples))
+        out.update(self.decode_scores("valid", self.cfg.decode_examples, speed=speed))
         if with_test:
             test = self.decode_scores("test", self.cfg.test_examples, speed=False)
             out.update({f"test_{k}": v for k, v in test.items()})

@@ -48,15 +48,17 @@ if TYPE_CHECKING:
     from tiedharness.tasks.data import TaskData
 
 
-# What a budget records of the final evaluation: the same as a branch's end measures.
+# What a budget records, at a branch's end and at the run's: the validation metrics (what
+# a best budget is selected on) and the test metrics (what a verdict reads).
+_SCORES = ("bleu", "chrf", "exact_match", "decoded_examples")
 BUDGET_METRICS = (
     "val_loss",
     "val_ppl",
     "val_bpc",
-    "bleu",
-    "chrf",
-    "exact_match",
-    "decoded_examples",
+    *_SCORES,
+    "test_loss",
+    "test_bpc",
+    *(f"test_{score}" for score in _SCORES),
 )
 
 
@@ -134,14 +136,11 @@ class ValidationCurve:
         return {**final, **verdict}
 
     def budget(self) -> dict[str, float]:
-        """What a budget branch's end is measured by: the validation loss, and where the
-        task decodes, the decoded validation examples' scores."""
+        """What a budget branch's end is measured by: what the run's end is (BUDGET_METRICS:
+        validation and test loss, and where the task decodes, both splits' scores)."""
         with self._clock():
-            row = self.evaluator.validation()
-            if self.evaluator.decodes and self.evaluator.data.kind != "lm":
-                cfg = self.trainer.cfg
-                row.update(self.evaluator.decode_scores("valid", cfg.decode_examples, speed=False))
-        return row
+            measured = self.evaluator.final(speed=False)
+        return {k: measured[k] for k in BUDGET_METRICS if k in measured}
 
 
 # Writes a checkpoint where the job keeps it (rank 0 only is handed one).
