@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import sweep_records, train_cli
 from tests.test_report import report_cli
-from tiedharness.analysis.tuning import study_row
+from tiedharness.analysis.tuning import trial_rows
 from tiedharness.sweep.grid import parse_grid, search_space
 from tiedharness.sweep.pruning import make_pruner
 
@@ -61,21 +61,29 @@ def test_the_cells_do_not_depend_on_the_order_of_the_command_line():
 
 
 @pytest.mark.parametrize(
-    ("setting", "message"),
+    ("settings", "message"),
     [
-        ("trainer.lr=1e-3,2e-3", "trainer.lr is both set in the grid and searched: keep one"),
+        (["trainer.lr=1e-3,2e-3"], "trainer.lr is both set in the grid and searched: keep one"),
         (
-            "trainer.warmup_steps=interval(0, 10)",
+            ["trainer.warmup_steps=interval(0, 10)"],
             "trainer.warmup_steps=interval(0, 10) is a search range: put it under",
+        ),
+        (
+            ["hydra.sweeper.search_seed=2"],
+            "hydra.sweeper.search_seed=2 is also a reporting seed (trainer.seed=0,1,2)",
+        ),
+        (
+            ["hydra.sweeper.budget_fraction=0.5", "trainer.max_steps=6"],
+            "trainer.max_steps=6 and hydra.sweeper.budget_fraction=0.5 both set the search's",
         ),
     ],
 )
-def test_a_bad_search_stops_before_any_job_and_says_what_to_change(tmp_path, setting, message):
+def test_a_bad_search_stops_before_any_job_and_says_what_to_change(tmp_path, settings, message):
     out = train_cli(
         "-m",
         "experiment=smoke",
         "hparams_search=lr_warmup",
-        setting,
+        *settings,
         "logger=none",
         results=tmp_path,
     )
@@ -111,13 +119,15 @@ def test_an_unknown_direction_is_refused():
 
 @pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
 def test_each_strategy_gets_a_study_of_its_own(tmp_path):
-    # the acceptance command, on two of the smoke study's five strategies
+    # the acceptance command, on two of the smoke study's five strategies (without the
+    # edge rule, test_search_coverage.py's: each cell keeps its 3 trials)
     out = train_cli(
         "-m",
         "experiment=smoke",
         "hparams_search=lr_warmup",
         "sharing=none,qkv",
         "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.extend_edges=false",
         "logger=none",
         results=tmp_path,
     )
@@ -128,7 +138,7 @@ def test_each_strategy_gets_a_study_of_its_own(tmp_path):
     assert [s["cell"] for s in results["studies"]] == [{"sharing": "none"}, {"sharing": "qkv"}]
     for study in results["studies"]:
         runs = [record for _, record in jobs if record["sharing"] == study["cell"]["sharing"]]
-        assert len(runs) == 3 and {r["seed"] for r in runs} == {0}
+        assert len(runs) == 3 and {r["seed"] for r in runs} == {1000}  # the search's seed
         losses = [r["metrics"]["val_loss"] for r in runs]
         assert math.isfinite(study["best_value"]) and study["best_value"] == min(losses)
         best = jobs[study["best_job"]][1]["config"]["trainer"]
@@ -138,7 +148,7 @@ def test_each_strategy_gets_a_study_of_its_own(tmp_path):
     # the seeded sampler starts every cell's study from the same proposals: paired trials
     lrs = [[t["params"]["trainer.lr"] for t in s["trials"]] for s in results["studies"]]
     assert lrs[0] == lrs[1]
-    assert results["search_budget"]["trainer.max_steps"] == 12  # experiment=smoke's
+    assert all(s["search_budget"] == {"trainer.max_steps": 12} for s in results["studies"])
     assert f"tuned_from={jobs[0][0].parent}" in results["tuned"]
     assert "sharing=none,qkv" in results["tuned"] and "trainer.seed=0,1,2" in results["tuned"]
 
@@ -165,11 +175,12 @@ def test_each_strategy_gets_a_study_of_its_own(tmp_path):
     out = report_cli(str(tuned_sweep))
     assert out.returncode == 0, out.stderr[-3000:]
     summary = pd.read_csv(tuned_sweep / "report" / "summary.csv").set_index("sharing")
-    tuning = pd.read_csv(tuned_sweep / "report" / "tuning.csv").set_index("cell")
+    tuning = pd.read_csv(tuned_sweep / "report" / "tuning.csv")  # one row per trial
     for sharing in ("none", "qkv"):
         assert summary.at[sharing, "lr"] == best[sharing]["trainer.lr"]
-        assert tuning.at[f"sharing={sharing}", "trainer.lr"] == best[sharing]["trainer.lr"]
-        assert tuning.at[f"sharing={sharing}", "trials"] == 3
+        trials = tuning[tuning["cell"] == f"sharing={sharing}"]
+        assert len(trials) == 3 and trials["best"].sum() == 1
+        assert trials.loc[trials["best"], "trainer.lr"].item() == best[sharing]["trainer.lr"]
     assert tuning["search_budget"].str.contains("trainer.max_steps=12").all()
     assert "How the settings were chosen" in (tuned_sweep / "report" / "summary.md").read_text()
     # a cell the search did not tune, or a tuned key also set by hand: stopped, with why
@@ -179,9 +190,10 @@ def test_each_strategy_gets_a_study_of_its_own(tmp_path):
     assert out.returncode == 2 and "trainer.lr is set on the command line and tuned" in out.stderr
 
 
-def test_the_lr_preset_spreads_its_six_rates_over_the_log_range():
-    """hparams_search=lr (hydra/sweeper/sampler=qmc): the rates its comment promises, the
-    same for every cell's study (each starts from a copy of the configured sampler)."""
+def test_the_lr_preset_tries_six_rates_an_octave_apart():
+    """hparams_search=lr (hydra/sweeper/sampler=log_grid): the rates its comment promises,
+    ends included, in the same order for every cell's study (each starts from a copy of
+    the configured sampler)."""
     import optuna
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
@@ -206,11 +218,8 @@ def test_the_lr_preset_spreads_its_six_rates_over_the_log_range():
             study.tell(trial, 1.0)
         proposals.append(rates)
     assert proposals[0] == proposals[1]
-    # after Optuna's one seeded draw, the unscrambled 1-D Sobol points 0, 1/2, 3/4, 1/4,
-    # 3/8 placed on the log range 2e-3 … 6.4e-2 (a ratio of 32)
-    first, *sobol = proposals[0]
-    assert sobol == pytest.approx([2e-3 * 32**u for u in (0, 1 / 2, 3 / 4, 1 / 4, 3 / 8)])
-    assert 2e-3 <= first <= 6.4e-2 and len({f"{r:.1e}" for r in proposals[0]}) == 6
+    assert sorted(proposals[0]) == [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2]
+    assert sweeper.extend_edges and sweeper.max_extensions == 4 and sweeper.search_seed == 1000
 
 
 def test_the_search_space_becomes_optunas_distributions():
@@ -307,6 +316,7 @@ def test_a_killed_search_continues_in_its_folder(tmp_path):
         "experiment=smoke",
         "hparams_search=lr_warmup",
         "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.extend_edges=false",  # 3 trials, whatever they find
         "trainer.max_steps=30",
         "trainer.checkpoint_every=3",
         "logger=none",
@@ -378,6 +388,7 @@ def test_a_killed_search_with_a_database_runs_only_its_unfinished_trials(tmp_pat
         "hparams_search=lr_warmup",
         "sharing=none",
         "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.extend_edges=false",  # 3 trials, whatever they find
         f"hydra.sweeper.storage={storage}",
         "trainer.max_steps=30",
         "trainer.checkpoint_every=3",
@@ -506,8 +517,9 @@ def test_a_pruned_search_stops_the_trials_that_trail_at_a_validation(tmp_path):
     (cell,) = results["studies"]
     assert [t["state"] for t in cell["trials"]] == [s.lower() for s in states]
     assert jobs[cell["best_job"]][1]["status"] == "completed"
-    row = study_row(str(sweep_dir), results, cell)  # the report's tuning.csv row
-    assert (row["trials"], row["pruned"], row["failed"]) == (5, states.count("PRUNED"), 0)
+    rows = trial_rows(str(sweep_dir), results, cell)  # the report's tuning.csv rows
+    assert [r["state"] for r in rows] == [s.lower() for s in states]
+    assert [r["pruned_step"] for r in rows] == [3 if s == "PRUNED" else None for s in states]
 
 
 @pytest.mark.slow  # run by make test-all: the default run stays under 10 minutes
