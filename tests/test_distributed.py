@@ -45,10 +45,14 @@ def trained(
     sharing: str, accum_steps: int, world: Dist, fsdp: bool = False
 ) -> dict[str, torch.Tensor]:
     """The parameters after 4 updates (dropout 0: the tiny model has none); with FSDP2,
-    gathered on rank 0 (empty elsewhere)."""
+    gathered on rank 0 (empty elsewhere). In float64: summing gradients over ranks or over
+    accumulated batches rounds differently, and Adam scales the rounding of a gradient
+    that is almost zero up to a step of about the learning rate — in float32 that reached
+    1.5e-5 on a rare token's embedding row, in float64 it is some 1e-13."""
     job = smoke_job(sharing, accum_steps=accum_steps, fsdp=fsdp)
     torch.manual_seed(0)
     _, data, model = build(job)
+    model = model.double()
     trainer = Trainer(model, data, job.trainer, device=torch.device("cpu"), dist=world)
     trainer.fit()
     assert trainer.step == 4

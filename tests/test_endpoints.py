@@ -215,3 +215,27 @@ def test_a_real_sweep_reports_test_deltas_holm_and_the_best_budget(tmp_path):
     none_final = budgets[(budgets["metric"] == "test_loss") & (budgets["sharing"] == "none")
                          & (budgets["fraction"] == 1.0)]["value_mean"].item()  # fmt: skip
     assert none_final == pytest.approx(runs[runs["sharing"] == "none"]["test_loss"].mean())
+
+
+def test_a_contrast_waits_for_missing_runs_and_refuses_an_ambiguous_side(tmp_path):
+    """A study reported while it runs: a contrast whose side has no runs yet gets an empty
+    row and a warning. A side whose `where` picks several cells is a declaration to fix."""
+    from tiedharness.tracking.config import Comparison, Contrast, ReportConfig
+
+    runs = load_runs(write_sweep(tmp_path))
+    missing = Contrast(
+        name="later",
+        first=Comparison(arm="embed_output", where={"task": "related"}),
+        second=Comparison(arm="embed_output", where={"task": "not_run_yet"}),
+    )
+    table = comparisons(runs, ReportConfig(contrasts=[missing]))
+    row = table[(table["arm"] == "contrast:later") & (table["split"] == "test")].iloc[0]
+    assert pd.isna(row["p"]) and not row["primary"]
+    assert any("no completed runs yet" in w and "not_run_yet" in w for w in runs.warnings)
+    ambiguous = Contrast(
+        name="both",
+        first=Comparison(arm="qk"),
+        second=Comparison(arm="qk", where={"task": "distant"}),
+    )
+    with pytest.raises(ValueError, match="read in 2 cells; its `where` must pick exactly one"):
+        comparisons(runs, ReportConfig(contrasts=[ambiguous]))

@@ -50,7 +50,7 @@ def test_smoke_sweep_completes_with_the_contract(smoke):
     ]
     for folder, r in records:
         assert r["status"] == "completed", r["error"]
-        assert r["schema"] == 4 and r["experiment"] == "smoke" and r["model"] == "tiny"
+        assert r["schema"] == 5 and r["experiment"] == "smoke" and r["model"] == "tiny"
         assert r["run_id"] == f"{r['sweep_id']}-{folder.name}"
         for key in ("total", "untied_total"):
             assert isinstance(r["params"][key], int) and r["params"][key] > 0

@@ -39,7 +39,6 @@ from tiedharness.tracking.config import Comparison, Contrast, ReportConfig
 
 METRICS = ("loss", "bpc", "bleu", "chrf", "exact_match")
 SPLITS = ("test", "valid")  # the verdict's split first
-ENDPOINTS = ("final", "best")
 SIGNIFICANT, NOT_SIGNIFICANT, EXPLORATORY = "significant", "not significant", "exploratory"
 CONTRAST = "contrast:"  # the `arm` of a contrast's row: contrast:<name>
 
@@ -178,7 +177,8 @@ def cells_where(runs: Runs, where: dict[str, Any]) -> set[str]:
         return set()
     keep = pd.Series(True, index=frame.index)
     for key, wanted in where.items():
-        column = key if key in frame else f"cfg.{key}"
+        # `model` names a preset (small), which the cell's label spells out in full
+        column = "model_preset" if key == "model" else key if key in frame else f"cfg.{key}"
         if column not in frame:
             raise ValueError(
                 f"report: `where: {{{key}: …}}` names no key of the runs; use a cell key "
@@ -246,11 +246,16 @@ def _side_deltas(runs: Runs, deltas: pd.DataFrame, side: Comparison, split: str)
         & (deltas["endpoint"] == str(side.endpoint))
         & (deltas["column"] == metric_column(str(side.metric), split))
     ]
-    if mine["_cell"].nunique() != 1:
-        found = mine["_cell"].nunique()
+    found = mine["_cell"].nunique()
+    if found > 1:
         raise ValueError(
             f"report.contrasts: the side `{side.arm}` where {dict(side.where)} is read in "
             f"{found} cells; its `where` must pick exactly one (add the cell keys that differ)"
+        )
+    if found == 0:  # a study reported while it runs: the contrast waits for its runs
+        warn(
+            runs,
+            f"report.contrasts: no completed runs yet for `{side.arm}` where {dict(side.where)}",
         )
     return mine.set_index("seed")["delta"]
 

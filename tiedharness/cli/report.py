@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(err))
     if runs.frame.empty:
         fail(f"no runs found: {'; '.join(runs.warnings)}")
-    report = build_report(runs, out)
+    try:  # a study's declarations (report.primary, report.contrasts) are read here
+        report = build_report(runs, out)
+    except ValueError as err:
+        fail(str(err))
     print_outcome(runs, report, out)
     if args.log_to_wandb:
         group = args.group or next(iter(runs.frame["sweep_id"].dropna()), None)
