@@ -173,6 +173,7 @@ def test_trend_verdicts_on_planted_runs(tmp_path):
     assert embed["best_fraction_mean"] == 0.5
 
 
+@pytest.mark.slow  # a real 6-job sweep and its report: about 30 s (the default run stays under 10 min)
 def test_a_real_sweep_reports_test_deltas_holm_and_the_best_budget(tmp_path):
     """Acceptance 2: tiedharness-report on a real 6-job sweep whose experiment file declares
     two primary comparisons writes the test-split Δ, its Holm p over those two and the Δ at

@@ -297,7 +297,7 @@ def test_the_report_command_writes_the_vocabulary_rows(sweep, tmp_path):
             time = statistics.mean(r["output_step_time_share"] for r in base)
             assert row["baseline_output_step_time_share_mean"] == pytest.approx(time)
     markdown = (out / "summary.md").read_text()
-    header = markdown.splitlines()[0]
+    header = next(x for x in markdown.splitlines() if x.startswith("| task |"))
     assert "| baseline |" in header and "Δval loss vs baseline" in header
     assert "baseline output FLOP share" in header
     assert "The vocabulary is a comparison axis" in markdown
@@ -305,7 +305,9 @@ def test_the_report_command_writes_the_vocabulary_rows(sweep, tmp_path):
     assert len(rows) == 1
     assert "three\\_way@joint" in (out / "summary.tex").read_text()
     budgets = pd.read_csv(out / "budgets.csv")
-    assert set(budgets["sharing"]) == {label(arm) for arm in COMPARED}
+    compared = budgets[budgets["mean"].notna()]  # the baseline's own rows hold no Δ
+    assert set(compared["sharing"]) == {label(arm) for arm in COMPARED}
+    assert set(budgets["sharing"]) == {label(arm) for arm in COMPARED} | {"none@separate"}
     # the softmax-cost figure reads the suffixed labels (two target vocabularies per task)
     assert (out / "figures" / "softmax_cost.png").exists()
     assert (out / "figures" / "delta_vs_budget.png").exists()

@@ -325,16 +325,19 @@ def summarize(runs: Runs, table: pd.DataFrame | None = None) -> pd.DataFrame:
     out["few_seeds"] = out["n"] < MIN_SEEDS
     if "converged" in done:
         out["converged_frac"] = grouped["converged"].agg(measured_share)
+    columns = {}
     for m in metrics:
         stats = grouped[m].agg(["mean", "std", "count"])
-        out[f"{m}_mean"], out[f"{m}_std"] = stats["mean"], stats["std"]
-        out[f"{m}_ci95"] = [
-            ci95(s, int(c)) for s, c in zip(stats["std"], stats["count"], strict=True)
-        ]
+        columns[f"{m}_mean"], columns[f"{m}_std"] = stats["mean"], stats["std"]
+        columns[f"{m}_ci95"] = pd.Series(
+            [ci95(s, int(c)) for s, c in zip(stats["std"], stats["count"], strict=True)],
+            index=stats.index,
+        )
     for key in TRAINED_AT:  # each row's own rate: arms may be tuned apart (tuned_from)
         if f"cfg.trainer.{key}" in done:
-            out[key] = grouped[f"cfg.trainer.{key}"].agg(_the_one_value)
-    out = out.reset_index()
+            columns[key] = grouped[f"cfg.trainer.{key}"].agg(_the_one_value)
+    # one concat, not a column at a time: pandas warns of a fragmented frame otherwise
+    out = pd.concat([out, pd.DataFrame(columns)], axis=1).reset_index()
     out = paired_deltas(out, done, runs.cell_keys, list(DELTA_METRICS))
     if "bleu" in done and done["bleu"].notna().any():
         out["delta_bleu_bootstrap_p"] = bleu_bootstrap(out, done, runs.cell_keys)

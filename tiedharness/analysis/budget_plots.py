@@ -8,18 +8,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tiedharness.analysis.budgets import NOT_SETTLED, budget_deltas, budgeted_runs
+from tiedharness.analysis.labels_layout import data_label
 from tiedharness.analysis.paired import cell_ids
 from tiedharness.analysis.runs import Runs
-from tiedharness.analysis.style import (
-    NoData,
-    cell_label,
-    legend,
-    panel_title,
-    panels,
-    strategy_order,
-    token_axis,
-)
+from tiedharness.analysis.style import NoData, finish, panels, strategy_order, token_axis
 from tiedharness.analysis.style import strategy_style as style_of
+from tiedharness.analysis.titles import title_panels
 from tiedharness.analysis.vocab_axis import on_axis
 
 # the split verdicts read, and the one to fall back on
@@ -55,12 +49,12 @@ def delta_vs_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
             key = cell_ids(points, runs.cell_keys).iloc[0] + "|" + label
             _line(ax, points, label, x, words.get(key, NOT_SETTLED))
         ax.axhline(0, color="0.6", linewidth=0.6, zorder=0)
-        panel_title(ax, cell_label(cell.iloc[0], runs.swept))
         if x == "tokens":
             token_axis(ax.xaxis)
         ax.set_xlabel("target tokens trained (budget)" if x == "tokens" else "fraction of budget")
         ax.set_ylabel(UNITS[metric][1] if on_axis(cell["sharing"]) else UNITS[metric][0])
-    legend(fig, axes)
+    title_panels(fig, axes, [cell.iloc[0] for _, cell in groups], runs.cell_keys)
+    finish(fig, axes)  # lays out, then moves apart the verdicts of lines that end close
     return fig
 
 
@@ -92,12 +86,4 @@ def _line(ax, points: pd.DataFrame, label: str, x: str, verdict: str) -> None:
         low, high = band["mean"] - band["ci95"], band["mean"] + band["ci95"]
         ax.fill_between(band[x].astype(float), low, high, color=color, alpha=0.15, linewidth=0)
     last = points.iloc[-1]
-    ax.annotate(
-        verdict,
-        (float(last[x]), last["mean"]),
-        xytext=(3, 0),
-        textcoords="offset points",
-        fontsize=5.5,
-        color=color,
-        va="center",
-    )
+    data_label(ax, verdict, (float(last[x]), last["mean"]), color, fontsize=5.5, va="center")

@@ -120,9 +120,10 @@ def paired_deltas(
             diffs = seed_differences(runs, base, arm_key(cell_id, baseline), m)
             for stat, value in paired_difference(diffs).items():
                 columns.setdefault(f"delta_{m}_{stat}", []).append(value)
-    out = out.assign(**columns)
     for m in metrics:
-        out[f"delta_{m}_significant"] = out[f"delta_{m}_p"] < SIGNIFICANCE
+        columns[f"delta_{m}_significant"] = [p < SIGNIFICANCE for p in columns[f"delta_{m}_p"]]
+    # one concat, not a column at a time: pandas warns of a fragmented frame otherwise
+    out = pd.concat([out, pd.DataFrame(columns, index=out.index)], axis=1)
     return with_baseline_columns(out, ids, compared)
 
 

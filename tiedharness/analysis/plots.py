@@ -3,7 +3,9 @@
 Every figure function takes the aggregated runs and the per-cell summary and returns a
 Figure, or raises `NoData` saying what is missing, so that a figure is never drawn empty.
 Each strategy keeps one colour and one marker in every figure. Panels are stacked one
-per row at single-column width (3.4 in), with 8-pt text.
+per row at single-column width (3.4 in), with 8-pt text; their titles name only what sets
+each apart (titles.py: the rest is in the caption, describe(name, fig)), and labels beside
+the data are placed apart (labels_layout.py).
 """
 
 from __future__ import annotations
@@ -20,20 +22,20 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tiedharness.analysis.budget_plots import delta_vs_budget
+from tiedharness.analysis.cost_plots import softmax_cost
+from tiedharness.analysis.labels_layout import data_label
 from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.style import (
     STYLE,
     NoData,
-    cell_label,
     convergence_fill,
-    legend,
-    panel_title,
+    finish,
     panels,
     strategy_order,
     strategy_style,
     token_axis,
 )
-from tiedharness.analysis.tables import WIDE_SPREAD
+from tiedharness.analysis.titles import shared_caption, short_task, title_panels
 from tiedharness.analysis.vocab_axis import baseline_of, split_vocab
 from tiedharness.model.names import COMPONENTS
 
@@ -46,6 +48,26 @@ def pareto_front(points: list[tuple[float, float]], maximize: bool = False) -> l
             front.append((x, y))
             best = y
     return front
+
+
+def established(panel: pd.DataFrame, col: str, maximize: bool) -> list[tuple[float, float]]:
+    """The Pareto front (parameters in millions, quality) through the points whose order is
+    established: walking the front from the fewest parameters, a point whose 95% interval
+    overlaps the last kept one's is left out (seed noise could swap them; so is a point
+    without an interval). Fewer than two points: no front is drawn."""
+    ci = f"{col.removesuffix('_mean')}_ci95"
+    widths = panel[ci] if ci in panel else pd.Series(float("nan"), index=panel.index)
+    points = zip(panel["params_total_mean"] / 1e6, panel[col], strict=True)
+    half = dict(zip(points, widths, strict=True))
+    kept: list[tuple[float, float]] = []
+    for point in pareto_front(list(half), maximize):
+        width = half.get(point)
+        if width is None or pd.isna(width):
+            return []
+        if kept and abs(point[1] - kept[-1][1]) <= width + half[kept[-1]]:
+            continue
+        kept.append(point)
+    return kept
 
 
 # ---------------------------------------------------------------------------- figures
@@ -94,22 +116,23 @@ def _tradeoff(summary: pd.DataFrame, runs: Runs, metric: str, label: str, maximi
                 style = strategy_style(sharing)
                 line = {"color": style["color"], "linestyle": style.get("linestyle", "-")}
                 ax.plot(sizes["params_total_mean"] / 1e6, sizes[col], linewidth=0.9, **line)
-        front = pareto_front(
-            list(zip(panel["params_total_mean"] / 1e6, panel[col], strict=True)), maximize
-        )
-        ax.step(*zip(*front, strict=True), where="post", color="0.5", linewidth=0.8, zorder=0)
-        with_model = panel["model"].nunique() == 1
-        panel_title(ax, cell_label(panel.iloc[0], runs.swept, with_model))
+        front = established(panel, col, maximize)
+        if len(front) > 1:
+            ax.step(*zip(*front, strict=True), where="post", color="0.5", linewidth=0.8, zorder=0)
         ax.set_xlabel("unique parameters (M)")
         ax.set_ylabel(label)
-    legend(fig, axes)
+    one_model = all(panel["model"].nunique() == 1 for _, panel in groups)  # else it is in the panel
+    keys = ["task", *(["model"] if one_model else []), *runs.swept]
+    title_panels(fig, axes, [panel.iloc[0] for _, panel in groups], keys)
+    finish(fig, axes)
     return fig
 
 
 def tradeoff_loss(runs: Runs, summary: pd.DataFrame) -> Figure:
-    """Unique parameters vs validation loss per task, with 95% CIs, the Pareto front, and
-    lines across model sizes. Hollow markers: cells not every run of which converged;
-    half-filled: convergence not measured (the schedule anneals to zero)."""
+    """Unique parameters vs validation loss per task, with 95% CIs, the Pareto front
+    through points whose intervals are apart (none where they overlap: their order is not
+    established), and lines across model sizes. Hollow markers: cells not every run of
+    which converged; half-filled: convergence not measured (the schedule anneals to zero)."""
     return _tradeoff(summary, runs, "val_loss", "validation loss (nats/token)", maximize=False)
 
 
@@ -132,92 +155,29 @@ def param_budget(runs: Runs, summary: pd.DataFrame) -> Figure:
         raise NoData("no run recorded its parameter counts")
     groups = list(have.groupby(["task", "model"], sort=False))
     fig, axes = panels(len(groups))
-    for ax, ((task, model), rows) in zip(axes, groups, strict=True):
+    for ax, (_, rows) in zip(axes, groups, strict=True):
         rows = rows.drop_duplicates("sharing").set_index("sharing")
         names = strategy_order(rows.index)
-        bottom = pd.Series(0.0, index=names)
+        left = pd.Series(0.0, index=names)
         palette = plt.get_cmap("Set2").colors  # not the strategies' colours: these are parts
+        # bars across, one row per label: the names read level and never run into each other
         for i, ((component, _), column) in enumerate(zip(COMPONENTS, columns, strict=True)):
             values = rows.loc[names, column].fillna(0) / 1e6
-            ax.bar(
-                names,
-                values,
-                bottom=bottom,
-                label=component.replace("_", " "),
-                width=0.7,
-                color=palette[i % len(palette)],
+            label = component.replace("_", " ")
+            ax.barh(
+                names, values, left=left, label=label, height=0.7, color=palette[i % len(palette)]
             )
-            bottom += values
+            left += values
         for i, name in enumerate(names):  # vs none (none@separate on the vocabulary axis)
             if (base := baseline_of(name, rows.index)) in rows.index:
                 change = rows.loc[name, "params_total"] / rows.loc[base, "params_total"] - 1
-                ax.text(
-                    i, bottom[name], f"{100 * change:+.1f}%", ha="center", va="bottom", fontsize=5.5
-                )
-        ax.set_title(f"{task} ({model})")
-        ax.set_ylabel("parameters (M)")
-        ax.tick_params(axis="x", rotation=45)
-        for label in ax.get_xticklabels():
-            label.set_horizontalalignment("right")
-    legend(fig, axes)
-    return fig
-
-
-COST_COLUMNS = [
-    "output_step_flops_share",
-    "output_step_time_share",
-    "output_step_time_share_iqr",
-    "train_tokens_per_s",
-]
-
-
-def _cost_runs(runs: Runs) -> pd.DataFrame:
-    """Completed runs that measured the output layer's cost, of tasks run at two or more
-    vocabulary sizes, with their vocabulary kind (joint or separate)."""
-    done = runs.completed
-    if done.empty or not {"vocab_size_tgt", *COST_COLUMNS} <= set(done.columns):
-        raise NoData("no run measured the output layer's cost")
-    sizes = done.groupby("task")["vocab_size_tgt"].nunique()
-    done = done[done["task"].isin(sizes[sizes >= 2].index)]
-    if done.empty:
-        raise NoData("no task was run at two or more vocabulary sizes")
-    kind = done.get("cfg.task.vocab", pd.Series("joint", index=done.index))
-    return done.assign(vocab_kind=kind.fillna("joint"))
-
-
-def softmax_cost(runs: Runs, summary: pd.DataFrame) -> Figure:
-    """The output layer's (projection, softmax and loss) share of a training step in FLOPs
-    and in time, and training throughput, vs vocabulary size (joint vocabularies solid,
-    separate dashed; timings whose spread is wide are greyed)."""
-    done = _cost_runs(runs)
-    fig, (share_ax, speed_ax) = panels(2)
-    for (task, vocab_kind, sharing), rows in done.groupby(
-        ["task", "vocab_kind", "sharing"], sort=False
-    ):
-        rows = rows.groupby("vocab_size_tgt")[COST_COLUMNS].mean().reset_index()
-        dash = "-" if vocab_kind == "joint" else "--"
-        label = f"{task}, {vocab_kind}, {split_vocab(sharing)[0]}"
-        line = {"color": strategy_style(sharing)["color"], "markersize": 3}
-        x = rows["vocab_size_tgt"]
-        share_ax.plot(
-            x, rows["output_step_flops_share"], dash, marker="o", label=f"{label} (FLOPs)", **line
-        )
-        share_ax.plot(
-            x, rows["output_step_time_share"], dash, marker="x", label=f"{label} (time)", **line
-        )
-        wide = rows["output_step_time_share_iqr"] > WIDE_SPREAD * rows["output_step_time_share"]
-        noisy = rows[wide]
-        share_ax.scatter(
-            noisy["vocab_size_tgt"], noisy["output_step_time_share"], s=40, color="0.8", zorder=0
-        )
-        speed_ax.plot(x, rows["train_tokens_per_s"], dash, marker="o", label=label, **line)
-    for ax in (share_ax, speed_ax):
-        ax.set_xscale("log")
-        ax.set_xlabel("target vocabulary size")
-    share_ax.set_ylabel("output layer's share of a step")
-    share_ax.set_title("output layer: o FLOPs, x time (grey: noisy timing)")
-    speed_ax.set_ylabel("training target tokens/s")
-    legend(fig, [share_ax, speed_ax])
+                text = f"{100 * change:+.1f}%"
+                data_label(ax, text, (left[name], i), "0.2", va="center", fontsize=5.5)
+        ax.set_xlim(right=1.25 * left.max())  # room for the labels beside the bars
+        ax.invert_yaxis()  # the strategies' order, top down
+        ax.set_xlabel("parameters (M)")
+    title_panels(fig, axes, [rows.iloc[0] for _, rows in groups], ["task", "model"])
+    finish(fig, axes)
     return fig
 
 
@@ -261,11 +221,11 @@ def learning_curves(runs: Runs, summary: pd.DataFrame) -> Figure:
                     color=style["color"],
                     alpha=0.15,
                 )
-        panel_title(ax, cell_label(cell.iloc[0], runs.swept))
         token_axis(ax.xaxis)
         ax.set_xlabel("target tokens seen")
         ax.set_ylabel("validation loss")
-    legend(fig, axes)
+    title_panels(fig, axes, [cell.iloc[0] for _, cell in groups], runs.cell_keys)
+    finish(fig, axes)
     return fig
 
 
@@ -310,13 +270,13 @@ def vocab_overlap(runs: Runs, summary: pd.DataFrame) -> Figure:
                 linewidth=1,
                 capsize=2,
                 linestyle="-" if task == rows["task"].iloc[0] else ":",
-                label=f"{sharing}, {task}",
+                label=f"{sharing}, {short_task(task)}",
             )
         if name != cost:
             ax.axhline(0, color="0.6", linewidth=0.6)
         ax.set_xlabel("source-target subword overlap (Jaccard)")
         ax.set_ylabel(label)
-    legend(fig, axes)
+    finish(fig, axes)
     return fig
 
 
@@ -330,10 +290,10 @@ def quality_vs_throughput(runs: Runs, summary: pd.DataFrame) -> Figure:
     for ax, (_, cell) in zip(axes, groups, strict=True):
         for _, row in cell.iterrows():
             _point(ax, row, "train_tokens_per_s", 1e3, "val_loss")
-        panel_title(ax, cell_label(cell.iloc[0], runs.swept))
         ax.set_xlabel("training throughput (k target tokens/s)")
         ax.set_ylabel("validation loss")
-    legend(fig, axes)
+    title_panels(fig, axes, [cell.iloc[0] for _, cell in groups], runs.cell_keys)
+    finish(fig, axes)
     return fig
 
 
@@ -366,5 +326,14 @@ def save(fig: Figure, folder: Path, name: str) -> dict[str, Path]:
     return paths
 
 
-def describe(name: str) -> str:
-    return (FIGURES[name].__doc__ or "").strip()
+def describe(name: str, fig: Figure | None = None) -> str:
+    """The figure's caption: what it shows and, given the drawn figure, what its panels
+    share (their titles name only what sets each apart)."""
+    return " ".join(x for x in ((FIGURES[name].__doc__ or "").strip(), shared_caption(fig)) if x)
+
+
+def caption(name: str, runs: Runs, summary: pd.DataFrame) -> str:
+    """describe(name, fig) for a caller that no longer holds the figure: drawn again."""
+    fig = draw(name, runs, summary)
+    plt.close(fig)
+    return describe(name, fig)

@@ -21,6 +21,7 @@ from tiedharness.analysis import plots
 from tiedharness.analysis.aggregate import load_runs, summarize
 from tiedharness.analysis.budgets import budget_deltas
 from tiedharness.analysis.endpoints import comparisons, contrast_summary_rows
+from tiedharness.analysis.findings import Findings, findings
 from tiedharness.analysis.runs import Runs
 from tiedharness.analysis.tables import (
     runs_table,
@@ -39,9 +40,11 @@ class Report:
     summary: pd.DataFrame
     tuning: pd.DataFrame = field(default_factory=pd.DataFrame)  # the searches runs were tuned by
     figures: dict[str, dict[str, Path]] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)  # what each figure shows and shares
     not_drawn: dict[str, str] = field(default_factory=dict)  # figure → why not
     tables: dict[str, Path] = field(default_factory=dict)
     html: Path | None = None
+    findings: Findings = field(default_factory=Findings)  # what the report opens with
 
 
 def build_report(runs: Runs, out_dir: Path) -> Report:
@@ -49,18 +52,23 @@ def build_report(runs: Runs, out_dir: Path) -> Report:
     table = comparisons(runs)
     summary = summarize(runs, table)
     report = Report(out_dir, runs, summary, tuning_table(runs))
+    report.findings = findings(runs, summary)
     for name in plots.FIGURES:
         try:
             fig = plots.draw(name, runs, summary)
         except plots.NoData as why:
             report.not_drawn[name] = str(why)
             continue
+        report.captions[name] = plots.describe(name, fig)  # before save closes it
         report.figures[name] = plots.save(fig, out_dir / "figures", name)
     if not summary.empty:
         header, rows = summary_table(runs, summary)
         notes = "".join(f"\n{line}\n" for line in summary_notes(runs, summary))
         report.tables["markdown"] = out_dir / "summary.md"
-        report.tables["markdown"].write_text(to_markdown(header, rows) + notes + tuning_md(report))
+        table_md = f"## {TABLE_HEADING}\n\n" + to_markdown(header, rows)
+        report.tables["markdown"].write_text(
+            findings_md(report.findings) + table_md + notes + tuning_md(report)
+        )
         report.tables["latex"] = out_dir / "summary.tex"
         report.tables["latex"].write_text(to_latex(header, rows))
         with_contrasts = pd.concat([summary, contrast_summary_rows(table)], ignore_index=True)
@@ -81,6 +89,35 @@ def build_report(runs: Runs, out_dir: Path) -> Report:
     report.html = out_dir / "report.html"
     report.html.write_text(render_html(report))
     return report
+
+
+HEADING = "What the runs show"  # the findings: the first thing summary.md and report.html say
+TABLE_HEADING = "Summary per cell (mean over seeds ± 95% interval)"
+
+
+def findings_md(found: Findings) -> str:
+    """The section summary.md opens with: what is shown, then what to read with care."""
+    if not found.sentences:
+        return ""
+    paragraphs = [" ".join(p) for p in (found.savings, found.deltas) if p]
+    text = f"## {HEADING}\n\n" + "".join(f"{p}\n\n" for p in paragraphs)
+    if found.caveats:
+        text += "Read with care:\n\n" + "".join(f"- {c}\n" for c in found.caveats) + "\n"
+    return text
+
+
+def findings_html(found: Findings) -> list[str]:
+    """The same section, for the top of report.html."""
+    if not found.sentences:
+        return []
+    parts = [f"<h2>{HEADING}</h2>"]
+    for sentences in (found.savings, found.deltas):
+        if sentences:
+            parts.append(f"<p class=findings>{html.escape(' '.join(sentences))}</p>")
+    if found.caveats:
+        items = "".join(f"<li>{html.escape(c)}</li>" for c in found.caveats)
+        parts.append(f"<div class=warn><b>Read with care</b><ul>{items}</ul></div>")
+    return parts
 
 
 def tuning_md(report: Report) -> str:
@@ -148,6 +185,7 @@ def render_html(report: Report) -> str:
         "<title>tiedharness report</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>tiedharness report</h1>",
+        *findings_html(report.findings),
         f"<p>Sweep: <code>{html.escape(sweeps)}</code><br>Runs: {len(frame)} ({html.escape(counts)})"
         f"<br>Swept besides task, model, strategy and seed: {html.escape(', '.join(runs.swept) or 'nothing')}"
         f"<br>Generated {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
@@ -157,7 +195,7 @@ def render_html(report: Report) -> str:
         parts.append(f"<div class=warn><b>Warnings</b><ul>{items}</ul></div>")
     parts.append("<h2>Figures</h2>")
     for name, paths in report.figures.items():
-        caption = html.escape(plots.describe(name))
+        caption = html.escape(report.captions.get(name) or plots.describe(name))
         parts.append(
             f'<figure><img alt="{name}" src="{_image(paths["png"])}">'
             f"<figcaption><b>{name}</b>: {caption} "
@@ -169,7 +207,7 @@ def render_html(report: Report) -> str:
             for name, why in report.not_drawn.items()
         )
         parts.append(f"<p>Figures without data:</p><ul>{items}</ul>")
-    parts.append("<h2>Summary per cell (mean over seeds ± 95% interval)</h2>")
+    parts.append(f"<h2>{TABLE_HEADING}</h2>")
     if report.summary.empty:
         parts.append("<p>No completed runs to summarise.</p>")
     else:

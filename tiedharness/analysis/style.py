@@ -1,5 +1,6 @@
 """What every figure shares: single-column panels, 8-pt text, one colour and marker per
-strategy, the legend under the panels, and `NoData` for a figure the runs cannot fill."""
+strategy, the legend under the panels with the data labels placed apart (`finish`), and
+`NoData` for a figure the runs cannot fill. Panel titles: titles.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from tiedharness.analysis.aggregate import MISSING
+from tiedharness.analysis.labels_layout import spread_labels
 from tiedharness.analysis.vocab_axis import DEFAULT_VOCAB, split_vocab
 from tiedharness.model.labels import parse_label
 from tiedharness.model.names import STRATEGY_NAMES
@@ -70,6 +71,7 @@ def strategy_order(names) -> list[str]:
     return sorted(set(names), key=rank)
 
 
+LEGEND_COLUMNS = 4
 MAX_ONE_COLUMN = 4  # panels: more go into two columns (a figure* of a two-column paper)
 
 
@@ -99,25 +101,45 @@ def token_axis(axis) -> None:
     )
 
 
-def legend(fig: Figure, axes: list) -> None:
-    handles, labels = {}, {}
+def finish(fig: Figure, axes: list) -> None:
+    """The legend under the panels (one entry per label, in as many columns as fit the
+    figure's width), the layout around it, then the data labels placed apart: they need
+    the final layout."""
+    handles: dict = {}
     for ax in axes:
-        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, h)
-            labels[label] = label
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    bottom = 0.0
     if handles:
-        fig.legend(handles.values(), labels.values(), loc="lower center", ncol=4, frameon=False)
-        fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(handles) // 4), 1, 1))
-    else:
-        fig.tight_layout()
+        renderer = fig.canvas.get_renderer()
+        for ncol in range(min(LEGEND_COLUMNS, len(handles)), 0, -1):
+            box = fig.legend(
+                list(handles.values()), list(handles), loc="lower center", ncol=ncol, frameon=False
+            )
+            extent = box.get_window_extent(renderer)
+            if extent.width <= 0.95 * fig.bbox.width or ncol == 1:
+                break
+            box.remove()  # wider than the figure: fewer columns
+        bottom = (extent.height + renderer.points_to_pixels(4)) / fig.bbox.height
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    if _wrap_ylabels(fig, axes):
+        fig.tight_layout(rect=(0, bottom, 1, 1))
+    spread_labels(fig)
 
 
-def cell_label(row: pd.Series, swept: list[str], with_model: bool = True) -> str:
-    extra = ", ".join(
-        f"{k.split('.')[-1]}={row[k]}" for k in swept if pd.notna(row.get(k)) and row[k] != MISSING
-    )
-    inside = ", ".join(x for x in (row["model"] if with_model else "", extra) if x)
-    return f"{row['task']} ({inside})" if inside else str(row["task"])
+def _wrap_ylabels(fig: Figure, axes: list) -> bool:
+    """A y label longer than its panel is tall, broken into lines that fit (else stacked
+    panels' labels run into each other); whether any was."""
+    renderer = fig.canvas.get_renderer()
+    wrapped = False
+    for ax in axes:
+        label = ax.yaxis.label
+        long, room = label.get_window_extent(renderer).height, ax.get_window_extent(renderer).height
+        if label.get_text() and long > room:
+            width = int(len(label.get_text()) * room / long)
+            label.set_text("\n".join(textwrap.wrap(label.get_text(), max(width, 10))))
+            wrapped = True
+    return wrapped
 
 
 def convergence_fill(row: pd.Series) -> str:

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,9 +34,18 @@ log = logging.getLogger("tiedharness.cli.train")
 OmegaConf.register_new_resolver("th.new_folder", new_folder, use_cache=True, replace=True)
 
 
+# joblib's loky executor (hydra/launcher=joblib) takes a worker whose memory grew by more
+# than 300 MB after its first job for a leak: once that job has finished and returned, it
+# replaces the worker and warns. A training job builds its own model and data, and the
+# allocator keeps freed pages, so every worker grows that much by design; no job is lost
+# or repeated. This one message alone is known to be benign here.
+LOKY_WORKER_REPLACED = "A worker stopped while some jobs were given to the executor"
+
+
 def main() -> float | None:
     """The console script: `--help`, and the command line's keys checked against the
     schemas (tiedharness/cli/help.py), before Hydra composes anything."""
+    warnings.filterwarnings("ignore", message=LOKY_WORKER_REPLACED, category=UserWarning)
     return run_app("train", app)
 
 
