@@ -22,7 +22,7 @@ BIBLES_STAMP := .make/bibles-$(PREFIX_ID)
 bibles: $(BIBLES_STAMP)
 
 $(BIBLES_STAMP): $(STAMP)
-	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev,bibles]'
+	$(PIP_INSTALL) '.[dev,bibles]'
 	@mkdir -p .make && touch $@
 
 # Installs them with apt when some are missing (as root, or through sudo). Elsewhere, put
@@ -40,13 +40,17 @@ system-deps:
 	echo "installing$$missing"; \
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing
 
+# pip at its error level (-qq): a host's pip configuration can make it warn once per
+# package (an extra index missing a package); its errors still show
+PIP_INSTALL := $(PYTHON) -m pip install --quiet --quiet -c constraints.txt -e
+
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PIP_INSTALL) '.[dev]'
 	@# pyenv only sees new console scripts after a rehash
 	@if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 	@mkdir -p .make && touch $@
 
-# The main job: the quick study (every strategy on 3 tasks, under 4 minutes on 2 cores), then
+# The main job: the quick study (a small honest grid, two seeds, about 3 minutes on 2 cores), then
 # its report: figures, tables and results/quick/<date-time>/report/report.html.
 demo: install sword-deps
 	$(SCRIPTS)/tiedharness-train -m experiment=quick

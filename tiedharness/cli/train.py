@@ -34,11 +34,12 @@ log = logging.getLogger("tiedharness.cli.train")
 OmegaConf.register_new_resolver("th.new_folder", new_folder, use_cache=True, replace=True)
 
 
-# joblib's loky executor (hydra/launcher=joblib) takes a worker whose memory grew by more
-# than 300 MB after its first job for a leak: once that job has finished and returned, it
-# replaces the worker and warns. A training job builds its own model and data, and the
-# allocator keeps freed pages, so every worker grows that much by design; no job is lost
-# or repeated. This one message alone is known to be benign here.
+# joblib's loky executor (hydra/launcher=joblib), where psutil is installed, takes a worker
+# whose memory grew by more than 300 MB after its first job for a leak: once that job has
+# finished and returned, it replaces the worker and warns (loky's process_executor.py).
+# A worker that runs many training jobs can grow that much without leaking (each job builds
+# its own model and data; the allocator keeps freed pages); no job is lost or repeated.
+# The old 30-job quick study showed it; this one message alone is known to be benign here.
 LOKY_WORKER_REPLACED = "A worker stopped while some jobs were given to the executor"
 
 
