@@ -469,6 +469,7 @@ def _history(folder) -> list[dict]:
     return [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # real search runs: about 10 s (the default run stays under 10 min)
 def test_a_pruned_search_stops_the_trials_that_trail_at_a_validation(tmp_path):
     """A learning rate of 1e-5 barely moves the loss in 12 steps: once one trial at 3e-3
     has completed, the median pruner stops the 1e-5 trials at their first validation (step

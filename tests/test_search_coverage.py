@@ -171,6 +171,7 @@ def smoke_search(tmp_path, *overrides):
     return out, jobs, results
 
 
+@pytest.mark.slow  # real search runs: about 15 s (the default run stays under 10 min)
 def test_a_cell_whose_best_rate_lies_above_the_range_is_searched_until_bracketed(tmp_path):
     """Acceptance: on the smoke study's 12 steps the best rate lies above 1.28e-2 …
     2.56e-2 (about 5e-2); the search goes past the highest rate first tried, an octave at
@@ -202,6 +203,7 @@ def test_a_cell_whose_best_rate_lies_above_the_range_is_searched_until_bracketed
     assert "added by the edge rule" in (report / "summary.md").read_text()
 
 
+@pytest.mark.slow  # real search runs: about 6 s (the default run stays under 10 min)
 def test_the_search_trains_on_a_stated_fraction_of_the_cells_budget(tmp_path):
     _, jobs, results = smoke_search(
         tmp_path,
